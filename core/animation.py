@@ -99,7 +99,6 @@ class Animation:
         offsets = (vertices - template).reshape(T, -1)
         bias = offsets.mean(axis=0)
         centred = offsets - bias
-        # SVD of the small Gram side: (T x T) when T < 3V, which is the usual case.
         u, s, vt = np.linalg.svd(centred, full_matrices=False)
         limit = min(len(s), max_rank if max_rank is not None else len(s))
 

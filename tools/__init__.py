@@ -1,0 +1,1 @@
+"""Developer tools: demo, headless Blender sessions. Not shipped in the extension."""
