@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     install_extension(zip_path)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
+    cube = bpy.data.objects.get("Cube")
+    if cube is not None:
+        bpy.data.objects.remove(cube)
     scene.render.fps, scene.render.fps_base = args.fps, 1.0
     bpy.ops.imitator.add_default_head()
     head = bpy.context.active_object

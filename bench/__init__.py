@@ -1,0 +1,1 @@
+"""Benchmarks: ``./dev bench`` runs them all; each prints a table and writes bench/results/*.json."""

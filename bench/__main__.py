@@ -1,0 +1,24 @@
+"""Run every benchmark, each in its own process (Blender ones need a fresh bpy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["bench.bake_bench"]
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parents[1]
+    only = sys.argv[1:]
+    failed = 0
+    for module in BENCHES:
+        if only and not any(o in module for o in only):
+            continue
+        failed += subprocess.call([sys.executable, "-m", module], cwd=root) != 0
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
