@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-import numpy as np
 
 from ..core.animation import Animation
 from ..core.errors import ImitatorError
