@@ -1,7 +1,5 @@
 """Operators that bake animations onto the active mesh, or remove a bake."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import bpy

@@ -1,7 +1,5 @@
 """Operators that add heads: the built-in default head and a FLAME head from the user's file."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import bpy

@@ -1,7 +1,5 @@
 """Add-on preferences and the extension's user folder (the only place it writes)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import bpy

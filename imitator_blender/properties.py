@@ -1,7 +1,5 @@
 """Per-scene settings shown in the sidebar."""
 
-from __future__ import annotations
-
 import bpy
 
 
