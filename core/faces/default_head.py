@@ -15,15 +15,14 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ImitatorError
+from ..fileio import atomic_write
 from .head import Head, topology_hash
 
 log = logging.getLogger(__name__)
@@ -380,19 +379,6 @@ def top_regions(report: dict[str, dict[str, float]], n: int = 1) -> dict[str, li
 # Cache
 
 
-def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz through a temp file in the same folder + os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _head_to_arrays(head: Head, fingerprint: str) -> dict[str, np.ndarray]:
     names = list(head.shape_keys)
     arrays = {
@@ -475,7 +461,8 @@ def load_default_head(cache_dir: Path, data_dir: Path | None = None) -> Head:
     log.info("Built the default head (%d vertices) in %.2f s", head.num_vertices,
              time.perf_counter() - t0)
     try:
-        _save_npz_atomic(path, _head_to_arrays(head, fingerprint))
+        with atomic_write(path) as f:
+            np.savez(f, **_head_to_arrays(head, fingerprint))
     except OSError as exc:
         raise ImitatorError(
             f"Cannot write the default head cache {path} ({exc}); check that the folder is "
