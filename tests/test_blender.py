@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 CASES_DIR = Path(__file__).parent / "blender"
+ROOT = CASES_DIR.parents[1]
+# Each case runs on the main target (bpy 5.0, this interpreter) and on the 4.2 LTS (legacy actions).
+BLENDERS = {"5.0": Path(sys.executable), "4.2": ROOT / ".venv-blender-lts" / "bin" / "python"}
 
 
 def _cases() -> list[str]:
@@ -26,14 +29,18 @@ def _cases() -> list[str]:
     return found
 
 
+@pytest.mark.parametrize("blender", list(BLENDERS))
 @pytest.mark.parametrize("case", _cases())
-def test_in_blender(case: str, extension_zip: Path, tmp_path: Path) -> None:
+def test_in_blender(case: str, blender: str, extension_zip: Path, tmp_path: Path) -> None:
+    python = BLENDERS[blender]
+    if not python.exists():
+        pytest.fail(f"{python} is missing; run ./dev setup (it makes the Blender {blender} environment)")
     env = dict(os.environ, HOME=str(tmp_path / "home"), IMITATOR_ZIP=str(extension_zip),
                IMITATOR_TMP=str(tmp_path))
     (tmp_path / "home").mkdir()
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+    cmd = [str(python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
            "-o", "python_files=bl_*.py", "--rootdir", str(CASES_DIR), str(CASES_DIR / case)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        pytest.fail(f"Blender case {case} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}",
+        pytest.fail(f"Blender {blender} case {case} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}",
                     pytrace=False)

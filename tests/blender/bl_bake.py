@@ -49,6 +49,13 @@ def evaluated(obj):
     return co.reshape(-1, 3)
 
 
+def action_fcurves(action):
+    """All F-curves of an action: slotted (4.4+) or legacy (4.2-4.3)."""
+    if hasattr(action, "layers"):
+        return [fc for layer in action.layers for s in layer.strips for b in s.channelbags for fc in b.fcurves]
+    return list(action.fcurves)
+
+
 def set_fps(scene, fps, base=1.0):
     scene.render.fps, scene.render.fps_base = fps, base
 
@@ -90,11 +97,12 @@ def test_bake_survives_save_and_reopen(ext, tmp_dir):
     scene = bpy.context.scene
     set_fps(scene, 25)
     bake.bake_animation(obj, anim, scene, start_frame=1)
+    name = obj.name
     path = str(tmp_dir / "baked.blend")
     bpy.ops.wm.save_as_mainfile(filepath=path)
     bpy.ops.wm.open_mainfile(filepath=path)
     scene = bpy.context.scene
-    obj = bpy.data.objects["Grid"]
+    obj = bpy.data.objects[name]
     check_frames(obj, anim, scene, 1, [1, 2, 13, 30, scene.frame_end])
 
 
@@ -124,13 +132,12 @@ def test_rebake_replaces_only_its_own_keys_and_curves(ext):
     scene.frame_set(10)
     assert abs(obj.data.shape_keys.key_blocks["Smile"].value - 1.0) < 1e-6
     # Our curves are there once each, the user's curve too.
-    bags = [b for layer in user_action.layers for s in layer.strips for b in s.channelbags]
-    paths = [fc.data_path for b in bags for fc in b.fcurves]
+    paths = [fc.data_path for fc in action_fcurves(user_action)]
     assert sorted(paths) == sorted(tag["paths"] + ['key_blocks["Smile"].value'])
     # Clearing removes ours only.
     assert bake.remove_bake(obj)
     assert [n for n in obj.data.shape_keys.key_blocks.keys()] == ["Basis", "Smile"]
-    paths = [fc.data_path for b in bags for fc in b.fcurves]
+    paths = [fc.data_path for fc in action_fcurves(user_action)]
     assert paths == ['key_blocks["Smile"].value']
     assert "imitator_bake" not in obj
 
@@ -188,7 +195,7 @@ def test_bad_objects_change_nothing(ext):
     # Wrong vertex count: cancelled, the mesh keeps only its Basis key, no action is made.
     bpy.context.view_layer.objects.active = other
     actions = len(bpy.data.actions)
-    expect_error(bpy.ops.imitator.bake_animation_file, "'Grid.001'", "vertices")
+    expect_error(bpy.ops.imitator.bake_animation_file, f"'{other.name}'", "vertices")
     assert list(other.data.shape_keys.key_blocks.keys()) == ["Basis"]
     assert len(bpy.data.actions) == actions
     # Not a mesh.

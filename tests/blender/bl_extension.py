@@ -6,7 +6,18 @@ OPERATORS = ("add_default_head", "add_flame_head", "bake_animation_file", "bake_
 
 
 def _imitator_classes() -> list[str]:
-    return [name for name in dir(bpy.types) if name.startswith("IMITATOR_")]
+    """Registered classes of ours: panels and property groups in bpy.types, operators in bpy.ops."""
+    ops = [f"IMITATOR_OT_{op}" for op in dir(bpy.ops.imitator) if hasattr(getattr(bpy.ops.imitator, op), "idname")]
+    types = [name for name in dir(bpy.types) if name.startswith("IMITATOR_") or name.startswith("Imitator")]
+    return sorted(set(types) | {o for o in ops if _op_registered(o)})
+
+
+def _op_registered(idname: str) -> bool:
+    try:
+        getattr(bpy.ops.imitator, idname.split("_OT_")[1]).get_rna_type()
+        return True
+    except KeyError:
+        return False
 
 
 def test_install_register_and_remove(ext):
@@ -32,6 +43,7 @@ def test_install_register_and_remove(ext):
 
 
 def test_every_operator_is_one_undo_step(ext):
-    for op in OPERATORS:
-        cls = getattr(bpy.types, f"IMITATOR_OT_{op}")
-        assert {"REGISTER", "UNDO"} <= set(cls.bl_options), op
+    operators = [c for c in ext.mod("imitator_blender").CLASSES if issubclass(c, bpy.types.Operator)]
+    assert sorted(c.bl_idname for c in operators) == sorted(f"imitator.{op}" for op in OPERATORS)
+    for cls in operators:
+        assert {"REGISTER", "UNDO"} <= set(cls.bl_options), cls.bl_idname

