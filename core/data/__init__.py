@@ -1,0 +1,1 @@
+"""Data: tracked-clip importers, dataset readers (processed-VOCASET layout), synthetic corpus."""
