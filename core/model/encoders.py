@@ -1,0 +1,221 @@
+"""Audio encoders, pluggable by name: 16 kHz mono samples -> (B, T, D) features at the model fps.
+
+* ``wav2vec2``: the reference encoder, ``transformers.Wav2Vec2Model`` from a local folder or hub id.
+  As in the official code (bala1144/Imitator ``imitator/models/wav2vec.py``, after FaceFormer's
+  ``wav2vec.py``), the CNN features (50 Hz) are linearly interpolated to the model fps
+  (``F.interpolate(..., align_corners=True)``) *before* the feature projection and the transformer,
+  so the transformer runs at the model fps. Input is normalised per utterance like
+  ``Wav2Vec2Processor`` (zero mean, unit variance).
+* ``logmel``: built in, nothing to download, fast on CPU: 80 log-mel bands + log energy per 10 ms,
+  a per-frame LayerNorm, two 1-D convolutions (GELU), then an average over each model frame's
+  time span (anchored at t / fps, so a chunk of audio gives the same frames as the whole file).
+
+Every encoder: ``forward(audio (B, N) float at 16 kHz, num_frames) -> (B, num_frames, dim)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ImitatorError
+
+ENCODER_RATE = 16000
+MIN_SAMPLES = 400  # wav2vec2's first convolution window; shorter audio is zero-padded
+
+
+def prepare_audio(samples: np.ndarray, sample_rate: int, target_rate: int = ENCODER_RATE) -> np.ndarray:
+    """Any channel layout and rate -> mono float32 at ``target_rate`` (channels averaged).
+
+    (N,) and (N, C) are read as samples x channels; a (C, N) array with C < N is transposed.
+    """
+    from ..audio import resample_audio, to_mono
+
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 16:
+        samples = samples.T
+    if samples.ndim not in (1, 2):
+        raise ImitatorError(f"audio array has shape {samples.shape}; expected (samples,) or "
+                            f"(samples, channels)")
+    mono = to_mono(samples)
+    if not np.all(np.isfinite(mono)):
+        raise ImitatorError("audio holds NaN or Inf samples; re-export the audio")
+    return resample_audio(mono, int(sample_rate), int(target_rate))
+
+
+def num_frames_for(num_samples: int, sample_rate: int, fps: float) -> int:
+    """Model frames covering ``num_samples``: floor(duration * fps), at least 1."""
+    return max(1, int(math.floor(num_samples * fps / sample_rate + 1e-6)))
+
+
+def interpolate_frames(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, T_in, C) -> (B, num_frames, C), linear with aligned corners (the reference's resampling)."""
+    if x.shape[1] == num_frames:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, num_frames, -1)
+    return F.interpolate(x.transpose(1, 2), size=num_frames, mode="linear",
+                         align_corners=True).transpose(1, 2)
+
+
+class AudioEncoder(nn.Module):
+    """Base class: subclasses set ``name`` and ``dim`` and implement ``forward``."""
+
+    name: ClassVar[str] = ""
+    dim: int
+
+    def __init__(self, options: dict[str, Any], fps: float):
+        super().__init__()
+        self.options = dict(options)
+        self.fps = float(fps)
+
+    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:  # (B, N) -> (B, T, D)
+        raise NotImplementedError
+
+    def export_options(self) -> dict[str, Any]:
+        """Options that rebuild this encoder without any download (saved in config.json)."""
+        return dict(self.options)
+
+
+# --- wav2vec 2.0 ---------------------------------------------------------------------------------
+class Wav2Vec2Encoder(AudioEncoder):
+    """``transformers.Wav2Vec2Model``; features interpolated to the model fps before its transformer."""
+
+    name = "wav2vec2"
+
+    def __init__(self, options: dict[str, Any], fps: float, pretrained: bool = True):
+        super().__init__(options, fps)
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        source = options.get("source")
+        config = options.get("config")
+        if pretrained and source:
+            self.model = _load_wav2vec2(str(source))
+        elif config is not None:
+            self.model = Wav2Vec2Model(Wav2Vec2Config.from_dict(dict(config)))
+        elif source:
+            raise ImitatorError(f"wav2vec2 encoder: the model config holds no wav2vec2 settings and "
+                                f"weights from {source!r} were not requested; re-save the model")
+        else:
+            raise ImitatorError("wav2vec2 encoder needs encoder_options['source'] (a local folder "
+                                "or hub id such as facebook/wav2vec2-base-960h)")
+        self.options["config"] = _plain(self.model.config.to_dict())
+        # the reference freezes the CNN feature extractor (feature_extractor._freeze_parameters())
+        if options.get("freeze_feature_extractor", True):
+            for p in self.model.feature_extractor.parameters():
+                p.requires_grad = False
+        self.normalize = bool(options.get("normalize", True))
+        self.dim = int(self.model.config.hidden_size)
+
+    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if audio.shape[1] < MIN_SAMPLES:
+            audio = F.pad(audio, (0, MIN_SAMPLES - audio.shape[1]))
+        if self.normalize:  # Wav2Vec2FeatureExtractor(do_normalize=True)
+            audio = (audio - audio.mean(1, keepdim=True)) / torch.sqrt(audio.var(1, keepdim=True,
+                                                                                 unbiased=False) + 1e-7)
+        m = self.model
+        x = m.feature_extractor(audio).transpose(1, 2)  # (B, T50, 512)
+        x = interpolate_frames(x, num_frames)  # (B, T, 512), the reference's 50 -> 30 fps
+        x, _ = m.feature_projection(x)  # (B, T, 768)
+        x = m._mask_hidden_states(x)  # SpecAugment in training, as the reference does
+        return m.encoder(x).last_hidden_state  # (B, T, 768)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a transformers config dict."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _load_wav2vec2(source: str):
+    from transformers import Wav2Vec2Model
+
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if looks_local and not path.is_dir():
+        raise ImitatorError(f"{source}: wav2vec2 folder not found; download facebook/wav2vec2-base-960h "
+                            f"(config.json + weights) into a folder and pass that folder")
+    try:
+        return Wav2Vec2Model.from_pretrained(str(path) if looks_local else source,
+                                             local_files_only=looks_local)
+    except (OSError, ValueError, EnvironmentError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise ImitatorError(f"{source}: could not load wav2vec2 weights ({reason}); pass a local "
+                            f"folder holding config.json and the weights, or connect to the network "
+                            f"once so the hub id can be cached") from None
+
+
+# --- log-mel -------------------------------------------------------------------------------------
+class LogMelEncoder(AudioEncoder):
+    """Log-mel bands (10 ms hop) -> LayerNorm -> 2 x (Conv1d + GELU) -> average per model frame."""
+
+    name = "logmel"
+
+    def __init__(self, options: dict[str, Any], fps: float, pretrained: bool = True):
+        opts = {"n_mels": 80, "n_fft": 400, "hop": 160, "dim": 128, "kernel": 5, **options}
+        super().__init__(opts, fps)
+        import librosa
+
+        n_mels, n_fft, dim, kernel = (int(opts[k]) for k in ("n_mels", "n_fft", "dim", "kernel"))
+        self.hop = int(opts["hop"])
+        self.n_fft = n_fft
+        self.dim = dim
+        mel = librosa.filters.mel(sr=ENCODER_RATE, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=8000.0)
+        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)  # (M, F)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.norm = nn.LayerNorm(n_mels + 1)
+        self.conv1 = nn.Conv1d(n_mels + 1, dim, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+
+    @property
+    def rate(self) -> float:
+        return ENCODER_RATE / self.hop  # 100 frames/s
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, K, n_mels + 1) log-mel bands and log energy, frame k centred at k * hop."""
+        spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, center=True,
+                          return_complex=True).abs().pow(2)  # (B, F, K)
+        mel = self.mel_basis @ spec  # (B, M, K)
+        energy = spec.sum(1, keepdim=True)  # (B, 1, K)
+        return torch.log(torch.cat([mel, energy], 1) + 1e-6).transpose(1, 2)  # (B, K, M+1)
+
+    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if audio.shape[1] < self.n_fft:
+            audio = F.pad(audio, (0, self.n_fft - audio.shape[1]))
+        x = self.norm(self.log_mel(audio)).transpose(1, 2)  # (B, M+1, K)
+        x = F.gelu(self.conv2(F.gelu(self.conv1(x))))  # (B, dim, K)
+        return average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
+
+
+def average_per_frame(x: torch.Tensor, rate_in: float, fps: float, num_frames: int) -> torch.Tensor:
+    """(B, K, C) at ``rate_in`` -> (B, num_frames, C): frame t averages the inputs whose times lie
+    in [(t - 0.5) / fps, (t + 0.5) / fps) (at least the nearest one); anchored at time 0."""
+    K = x.shape[1]
+    t = torch.arange(num_frames, dtype=torch.float64)
+    lo = torch.ceil((t - 0.5) * rate_in / fps - 1e-9).clamp(0, K - 1).long()
+    hi = torch.ceil((t + 0.5) * rate_in / fps - 1e-9).clamp(0, K).long()
+    hi = torch.maximum(hi, lo + 1)
+    csum = F.pad(x.cumsum(1), (0, 0, 1, 0))  # (B, K+1, C)
+    total = csum[:, hi] - csum[:, lo]
+    return total / (hi - lo).to(x.dtype)[None, :, None]
+
+
+ENCODERS: dict[str, type[AudioEncoder]] = {
+    Wav2Vec2Encoder.name: Wav2Vec2Encoder,
+    LogMelEncoder.name: LogMelEncoder,
+}
+
+
+def build_encoder(name: str, options: dict[str, Any], fps: float, pretrained: bool = True) -> AudioEncoder:
+    """The encoder called ``name``; ``pretrained=False`` builds it from saved options only."""
+    cls = ENCODERS.get(name)
+    if cls is None:
+        raise ImitatorError(f"unknown audio encoder {name!r}; known encoders: {', '.join(ENCODERS)}")
+    return cls(options, fps, pretrained=pretrained)

@@ -1,0 +1,233 @@
+"""Generation of any length, audio consumed as a stream, memory bounded by one window.
+
+The reference decodes one sequence of at most ``max_seq_len`` frames (600 = 20 s; its causal mask
+is built for that size). Two ways past it, chosen by ``config.long_audio``:
+
+* ``rolling`` (default): one continuous decode. The KV cache holds ``window`` frames; beyond that
+  it keeps frame 0 (the start token's frame, present in every training sequence) and the latest
+  ``window - 1`` frames, so every frame attends at most as many keys as the last frame of a training
+  window. With the reference's positional encoding the decoder has no absolute position signal,
+  so a frame after 10 minutes sees the same kind of context as frame 599 of a training clip.
+  Output up to ``window`` frames equals the reference exactly; there are no windows, so no seams.
+* ``crossfade``: windows of ``window`` frames overlapping by ``overlap``; each is decoded from the
+  zero start token like a training clip; in the overlap the first half of the new window is
+  dropped (its warm-up) and the second half is crossfaded in with a raised-cosine ramp.
+  Blending happens on the motion basis weights, i.e. exactly on the vertex offsets (the last
+  layer is linear).
+
+Audio comes in as blocks (an array is cut into blocks, a file is streamed with
+``core.audio.stream_audio``); features are computed per window from its audio plus ``context``
+seconds either side, so memory is one window plus the (T, 64) output weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..animation import Animation
+from ..errors import ImitatorError
+from .config import LONG_AUDIO_METHODS
+from .encoders import num_frames_for, prepare_audio
+from .imitator import Imitator
+
+Progress = Callable[[int, int | None], None]  # (frames done, frames in total or None if unknown)
+
+
+def crossfade_ramp(overlap: int) -> np.ndarray:
+    """(overlap,) weight of the new window: 0 over the first half (warm-up), then a raised cosine."""
+    warm = overlap // 2
+    fade = overlap - warm
+    ramp = np.zeros(overlap, dtype=np.float32)
+    if fade:
+        x = (np.arange(fade, dtype=np.float64) + 1) / (fade + 1)
+        ramp[warm:] = 0.5 - 0.5 * np.cos(np.pi * x)
+    return ramp
+
+
+class _Stream:
+    """Audio received so far (only what later windows need is kept) and features of frame ranges."""
+
+    def __init__(self, model: Imitator, style: torch.Tensor, window: int, context_frames: int,
+                 device: torch.device):
+        self.model, self.style, self.device = model, style, device
+        self.window, self.context = window, context_frames
+        self.sr, self.fps = model.config.sample_rate, model.config.fps
+        self.buffer = np.zeros(0, dtype=np.float32)  # samples from self.buffer_start on
+        self.buffer_start = 0
+        self.received = 0
+        self.start = 0  # first frame not decoded yet
+        self.done: list[np.ndarray] = []  # finished (n, d) weight blocks
+        self.frames_done = 0
+
+    def sample_at(self, frame: int) -> int:
+        return int(round(frame * self.sr / self.fps))
+
+    def available(self) -> int:
+        return num_frames_for(self.received, self.sr, self.fps)
+
+    def feed(self, block: np.ndarray) -> None:
+        self.buffer = np.concatenate([self.buffer, block])
+        self.received += block.size
+        available = self.available()
+        while self.start + self.window + self.context < available:  # right context has arrived
+            self.decode(self.start, self.start + self.window, available, final=False)
+
+    def finish(self) -> np.ndarray:
+        if self.received == 0:
+            raise ImitatorError("audio holds no samples; choose a recording with speech")
+        total = self.available()
+        while self.frames_done < total:
+            end = min(self.start + self.window, total)
+            self.decode(self.start, end, total, final=end == total)
+        return np.concatenate(self.done)[:total]
+
+    def features(self, s: int, e: int, available: int) -> torch.Tensor:
+        """(1, e - s, d) audio features of frames [s, e), computed with ``context`` frames either side."""
+        c = self.context
+        fs, fe = max(0, s - c), min(available, e + c)
+        a = self.sample_at(fs) - self.buffer_start
+        b = min(self.sample_at(fe), self.received) - self.buffer_start
+        audio = torch.from_numpy(self.buffer[a:b]).to(self.device)[None]  # (1, N)
+        return self.model.audio_features(audio, fe - fs)[:, s - fs: e - fs]
+
+    def forget_before(self, frame: int) -> None:
+        drop = max(0, self.sample_at(max(0, frame - self.context)) - self.buffer_start)
+        if drop:
+            self.buffer = self.buffer[drop:]
+            self.buffer_start += drop
+
+    def decode(self, s: int, e: int, available: int, final: bool) -> None:
+        raise NotImplementedError
+
+
+class _Rolling(_Stream):
+    """One continuous decode; the KV cache rolls past ``window`` frames."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache = None
+
+    @torch.no_grad()
+    def decode(self, s: int, e: int, available: int, final: bool) -> None:
+        feats = self.features(s, e, available)  # (1, e-s, d)
+        if self.cache is None:
+            self.cache = self.model.viseme_decoder.new_cache(1, feats, self.window)
+        visemes = self.model.viseme_decoder.decode(feats, self.cache)
+        self.done.append(self.model.motion_weights(visemes, self.style)[0].float().cpu().numpy())
+        self.start = self.frames_done = e
+        self.forget_before(e)
+
+
+class _Crossfade(_Stream):
+    """Windows restarted from the start token, overlapping by ``overlap`` frames, crossfaded."""
+
+    def __init__(self, *args, overlap: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.overlap = overlap
+        self.ramp = crossfade_ramp(overlap)
+        self.tail: np.ndarray | None = None  # last `overlap` frames of the previous window
+
+    @torch.no_grad()
+    def decode(self, s: int, e: int, available: int, final: bool) -> None:
+        feats = self.features(s, e, available)
+        visemes = self.model.viseme_features(feats)  # fresh start token
+        w = self.model.motion_weights(visemes, self.style)[0].float().cpu().numpy()  # (e-s, d)
+        O = self.overlap
+        if self.tail is not None:
+            k = min(O, len(w))
+            r = self.ramp[:k, None]
+            w[:k] = (1 - r) * self.tail[:k] + r * w[:k]
+        keep = 0 if final or O == 0 else min(O, len(w))
+        self.done.append(w[: len(w) - keep])
+        self.tail = w[len(w) - keep:] if keep else None
+        self.frames_done = s + len(w) - keep if not final else e
+        self.start = e - O if not final else e
+        self.forget_before(self.start)
+
+
+def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: int | str | torch.Tensor | None = None,
+                    *, method: str | None = None, window: int | None = None, overlap: int | None = None,
+                    context: float = 1.0, progress: Progress | None = None,
+                    total_frames: int | None = None) -> np.ndarray:
+    """(T, d) motion weights for mono float32 blocks at the model's sample rate."""
+    cfg = model.config
+    method = method or cfg.long_audio
+    window = int(window or cfg.window)
+    overlap = int(cfg.overlap if overlap is None else overlap)
+    if method not in LONG_AUDIO_METHODS:
+        raise ImitatorError(f"unknown long-audio method {method!r}; use one of {', '.join(LONG_AUDIO_METHODS)}")
+    if window < 2 or not 0 <= overlap < window:
+        raise ImitatorError(f"window {window} and overlap {overlap}: need window >= 2 and "
+                            f"0 <= overlap < window")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            style_vec = model.style_vector(0 if style is None else style).to(device)
+        args = (model, style_vec, window, int(math.ceil(context * cfg.fps)), device)
+        state = _Rolling(*args) if method == "rolling" else _Crossfade(*args, overlap=overlap)
+        for block in blocks:
+            state.feed(np.asarray(block, dtype=np.float32).reshape(-1))
+            if progress is not None:
+                progress(state.frames_done, total_frames)
+        weights = state.finish()
+        if progress is not None:
+            progress(len(weights), len(weights))
+        return weights
+    finally:
+        model.train(was_training)
+
+
+def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | None = None,
+                 fps: float | None = None) -> Animation:
+    """Exact ``Animation``: basis = the motion decoder's last layer, optionally resampled to ``fps``."""
+    V = model.config.num_vertices
+    basis, bias = (t.detach().float().cpu().numpy() for t in model.basis())  # (d, 3V), (3V,)
+    template = model.template.detach().cpu().numpy() if template is None else np.asarray(template)
+    if template.shape != (V, 3):
+        raise ImitatorError(f"template has shape {template.shape}; this model animates a head with "
+                            f"{V} vertices")
+    anim = Animation(template=template.astype(np.float32), basis=basis.reshape(-1, V, 3),
+                     weights=weights.astype(np.float32), bias=bias.reshape(V, 3), fps=model.config.fps)
+    if fps is not None and abs(fps - anim.fps) > 1e-9:
+        n = max(1, int(math.floor(anim.duration * fps + 1e-6)))
+        anim = Animation(anim.template, anim.basis, anim.weights_at(np.arange(n) / fps).astype(np.float32),
+                         anim.bias, float(fps))
+    return anim
+
+
+def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: int | str | torch.Tensor | None = None,
+             *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
+             window: int | None = None, overlap: int | None = None, progress: Progress | None = None,
+             block_seconds: float = 30.0) -> Animation:
+    """Audio array (any rate, (N,) or (N, C)) -> Animation on the model's (or the given) template."""
+    samples = prepare_audio(audio, sample_rate, model.config.sample_rate)
+    sr = model.config.sample_rate
+    step = max(1, int(block_seconds * sr))
+    blocks = (samples[i: i + step] for i in range(0, max(len(samples), 1), step))
+    total = num_frames_for(len(samples), sr, model.config.fps)
+    weights = generate_stream(model, blocks, style, method=method, window=window, overlap=overlap,
+                              progress=progress, total_frames=total)
+    return to_animation(model, weights, template, fps)
+
+
+def generate_file(model: Imitator, path: str | os.PathLike, style: int | str | torch.Tensor | None = None,
+                  *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
+                  window: int | None = None, overlap: int | None = None,
+                  progress: Progress | None = None) -> Animation:
+    """An audio file of any length, streamed (memory: one window, whatever the duration)."""
+    from ..audio import audio_info, stream_audio
+
+    info = audio_info(path)
+    sr = model.config.sample_rate
+    total = num_frames_for(int(info.duration * sr), sr, model.config.fps)
+    weights = generate_stream(model, stream_audio(Path(path), sr), style, method=method, window=window,
+                              overlap=overlap, progress=progress, total_frames=total)
+    return to_animation(model, weights, template, fps)
