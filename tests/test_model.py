@@ -410,3 +410,18 @@ def test_wav2vec2_encoder_from_a_local_folder(tmp_path):
         assert torch.equal(Imitator.from_pretrained(tmp_path / "model")(audio, 0), out)
     with pytest.raises(ImitatorError, match="wav2vec2 folder not found"):
         Imitator(cfg)
+
+
+def test_generate_from_a_stereo_file_at_another_rate(tmp_path):
+    from core.audio import resample_audio, save_wav
+    from core.model.generate import generate_file
+
+    model = tiny_model()
+    at_44k = resample_audio(smooth_audio(3), SR, 44100)
+    save_wav(tmp_path / "a.wav", np.stack([at_44k, at_44k], 1), 44100)
+    from_file = generate_file(model, tmp_path / "a.wav", "carol")
+    from_array = generate(model, np.stack([at_44k, at_44k], 1), 44100, "carol")
+    assert from_file.num_frames == from_array.num_frames == 90
+    assert np.abs(from_file.weights - from_array.weights).max() < 1e-3
+    with pytest.raises(ImitatorError, match="not found"):
+        generate_file(model, tmp_path / "missing.wav")

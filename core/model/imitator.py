@@ -393,13 +393,14 @@ class Imitator(nn.Module):
                                     f"{len(table)} styles")
             return table[style].expand(batch, -1)
         style = torch.as_tensor(style, device=table.device)
-        if not style.is_floating_point():
-            return table[style.reshape(-1)].expand(batch, -1) if style.numel() == 1 else table[style]
-        if style.shape[-1] != table.shape[1]:
-            raise ImitatorError(f"style vector has {style.shape[-1]} values; this model's style "
-                                f"vectors have {table.shape[1]}")
-        return style.reshape(-1, table.shape[1]).to(table.dtype).expand(batch, -1) \
-            if style.ndim == 1 else style.to(table.dtype)
+        if style.is_floating_point():  # vectors: (d,) or (B, d)
+            if style.shape[-1] != table.shape[1]:
+                raise ImitatorError(f"style vector has {style.shape[-1]} values; this model's style "
+                                    f"vectors have {table.shape[1]}")
+            vectors = style.reshape(-1, table.shape[1]).to(table.dtype)
+        else:  # indices: () or (B,)
+            vectors = table[style.reshape(-1)]
+        return vectors.expand(batch, -1) if len(vectors) == 1 else vectors
 
     # 4 ----------------------------------------------------------------------------------------------
     def motion_weights(self, visemes: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
