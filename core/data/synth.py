@@ -1,0 +1,435 @@
+"""The synthetic talking-head corpus: TTS speech + coarticulated ARKit motion on the default head,
+written in the processed-VOCASET layout.
+
+    OUT/wav/<subject>_<sentence>.wav            16 kHz mono PCM16
+    OUT/vertices_npy/<subject>_<sentence>.npy   (T, 3V) float32 at fps (60), metres
+    OUT/arkit/<subject>_<sentence>.npy          (T, 52) float32 ARKit weights (vertices =
+                                                template + weights @ shape keys, exactly)
+    OUT/templates.pkl                           {subject: (V, 3) float32}, plain pickle protocol 4
+    OUT/dataset.json                            fps, units, topology, splits, transcripts, phone
+                                                timings, voices, styles, summary numbers
+
+Every subject has a sampled Style; every utterance a voice, rate, pitch and level drawn
+independently of the subject, so the voice does not tell the subject.
+
+Splits (``dataset.json`` "splits", the form ``core.data.vocaset`` reads): sentences are split by
+Harvard list (1-56 train, 57-64 val, 65-72 test). Train subjects read train sentences (train
+split) and val sentences (val split); val subjects are all val; test subjects read train and test
+sentences and are all test (their train-sentence utterances serve style adaptation, their test
+sentences were never spoken in training). Test and val subjects never appear in training.
+
+Deterministic for a seed: all files are byte-identical between runs, except the ``timing`` entry
+of dataset.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImitatorError
+from ..faces.default_head import ARKIT_SHAPE_NAMES
+from ..faces.head import Head
+from . import phones as ph
+from . import tts
+from .sentences import SOURCE, Sentence, load_sentences
+from .styles import Style, dtw_lip_vertex_error, lip_vertex_error, sample_style
+from .visemes import LipContact, MotionConfig, arkit_weights, bilabial_frames, shape_key_basis
+
+log = logging.getLogger(__name__)
+
+FORMAT = "imitator-synthetic-corpus"
+FORMAT_VERSION = 1
+SENTENCE_SPLIT_LISTS = {"train": range(1, 57), "val": range(57, 65), "test": range(65, 73)}
+# Two fixed renditions used to measure how much styles matter (different accent, voice, rate).
+STYLE_RENDITIONS = (
+    (tts.Voice("espeak", "en-us"), tts.Prosody(1.0, 0.0)),
+    (tts.Voice("espeak", "en-gb-x-rp", "f2"), tts.Prosody(1.2, 3.0)),
+)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """What to generate. The default (12 x 40) is the corpus of the shipped default model."""
+
+    subjects: int = 12
+    utterances: int = 40  # per subject
+    seed: int = 0
+    engines: tuple[str, ...] = ("espeak", "festival")
+    festival_share: float = 0.3  # fraction of utterances spoken by Festival voices
+    rate: tuple[float, float] = (0.8, 1.25)  # speaking-rate factor range
+    pitch: tuple[float, float] = (-4.0, 4.0)  # pitch shift range, semitones
+    level_db: tuple[float, float] = (-9.0, -1.0)  # peak level range, dBFS
+    val_subjects: float = 1 / 6  # fractions of the subjects held out (at least 1 each if N >= 3)
+    test_subjects: float = 1 / 6
+    val_sentences: float = 0.1  # fractions of each subject's utterances from val/test sentences
+    test_sentences: float = 0.1
+    vertices: bool = True  # write vertices_npy (about 60 kB per frame for the default head)
+    style_sentences: int = 3  # sentences used to measure style distances
+    motion: MotionConfig = field(default_factory=MotionConfig)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One utterance to generate."""
+
+    subject: str
+    subject_index: int
+    sentence: Sentence
+    voice: tts.Voice
+    prosody: tts.Prosody
+    level_db: float
+    seed: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.subject}_{self.sentence.id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan
+
+
+def subject_ids(n: int) -> list[str]:
+    return [f"synth{i + 1:02d}" for i in range(n)]
+
+
+def split_subjects(cfg: CorpusConfig) -> dict[str, list[str]]:
+    """Subjects per split, drawn from the seed; val/test subjects never appear in training."""
+    ids = subject_ids(cfg.subjects)
+    order = np.random.default_rng([cfg.seed, 1]).permutation(len(ids))
+    n = len(ids)
+    n_test = max(1, round(n * cfg.test_subjects)) if n >= 2 else 0
+    n_val = max(1, round(n * cfg.val_subjects)) if n >= 3 else 0
+    pick = [ids[i] for i in order]
+    return {"train": sorted(pick[n_test + n_val:]), "val": sorted(pick[n_test:n_test + n_val]),
+            "test": sorted(pick[:n_test])}
+
+
+def split_sentences(sentences: list[Sentence]) -> dict[str, list[Sentence]]:
+    return {k: [s for s in sentences if s.list_no in lists]
+            for k, lists in SENTENCE_SPLIT_LISTS.items()}
+
+
+def subject_style(cfg: CorpusConfig, index: int) -> Style:
+    """Subject ``index``'s style: depends on the seed and the index only (not on N)."""
+    return sample_style(np.random.default_rng([cfg.seed, 2, index]))
+
+
+def draw_voice(cfg: CorpusConfig, rng: np.random.Generator) -> tts.Voice:
+    engines = [e for e in cfg.engines if e in ("espeak", "festival")]
+    if not engines:
+        raise ImitatorError(f"No known TTS engine in {cfg.engines}; use espeak and/or festival.")
+    if "festival" in engines and ("espeak" not in engines or rng.random() < cfg.festival_share):
+        names = list(tts.FESTIVAL_VOICES)
+        return tts.Voice("festival", names[rng.integers(len(names))])
+    return tts.Voice("espeak", tts.ESPEAK_ACCENTS[rng.integers(len(tts.ESPEAK_ACCENTS))],
+                     tts.ESPEAK_VARIANTS[rng.integers(len(tts.ESPEAK_VARIANTS))])
+
+
+def sentence_counts(cfg: CorpusConfig, split: str) -> dict[str, int]:
+    """How many sentences of each pool a subject of ``split`` reads."""
+    m = cfg.utterances
+    held = max(1, round(m * (cfg.val_sentences + cfg.test_sentences))) if m >= 3 else 0
+    if split == "train":  # seen subjects: held-out sentences go to val only
+        return {"train": m - held, "val": held, "test": 0}
+    if split == "test":  # unseen subjects: some sentences nobody was trained on
+        return {"train": m - held, "val": 0, "test": held}
+    n_test = max(1, round(m * cfg.test_sentences)) if m >= 3 else 0
+    n_val = max(1, round(m * cfg.val_sentences)) if m >= 3 else 0
+    return {"train": m - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def plan(cfg: CorpusConfig, sentences: list[Sentence]) -> list[Item]:
+    """Every utterance of the corpus, with its voice and prosody, in a fixed order."""
+    if cfg.subjects < 1 or cfg.utterances < 1:
+        raise ImitatorError(f"Need at least 1 subject and 1 utterance per subject "
+                            f"(got {cfg.subjects} and {cfg.utterances}).")
+    pools = split_sentences(sentences)
+    split_of = {s: k for k, v in split_subjects(cfg).items() for s in v}
+    items = []
+    for si, subject in enumerate(subject_ids(cfg.subjects)):
+        counts = sentence_counts(cfg, split_of[subject])
+        for k, c in counts.items():
+            if c > len(pools[k]):
+                raise ImitatorError(
+                    f"{cfg.utterances} utterances per subject need {c} {k} sentences but only "
+                    f"{len(pools[k])} exist; use fewer --utterances.")
+        rng = np.random.default_rng([cfg.seed, 3, si])
+        chosen = [pools[k][i] for k in ("train", "val", "test")
+                  for i in sorted(rng.choice(len(pools[k]), counts[k], replace=False))]
+        for ui, sentence in enumerate(chosen):
+            r = np.random.default_rng([cfg.seed, 4, si, ui])
+            voice = draw_voice(cfg, r)
+            prosody = tts.Prosody(round(float(r.uniform(*cfg.rate)), 4),
+                                  round(float(r.uniform(*cfg.pitch)), 3))
+            items.append(Item(subject, si, sentence, voice, prosody,
+                              round(float(r.uniform(*cfg.level_db)), 2), (cfg.seed, 5, si, ui)))
+    return items
+
+
+def splits_json(cfg: CorpusConfig, sentences: list[Sentence], items: list[Item]) -> dict:
+    """The "splits" entry of dataset.json, in the form core.data.vocaset reads."""
+    subjects = split_subjects(cfg)
+    pools = {k: {s.id for s in v} for k, v in split_sentences(sentences).items()}
+    train = set(subjects["train"])
+    return {
+        "train": {"subjects": subjects["train"],
+                  "sentences": sorted({it.sentence.id for it in items} & pools["train"])},
+        "val": {"subjects": subjects["val"],
+                "utterances": [it.name for it in items
+                               if it.subject in train and it.sentence.id in pools["val"]]},
+        "test": {"subjects": subjects["test"]},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Generating one utterance
+
+
+@dataclass
+class _Rig:
+    """What a worker needs of the head."""
+
+    template: np.ndarray  # (V, 3) float32
+    basis: np.ndarray  # (52, 3V) float32
+    contact: LipContact
+
+    @classmethod
+    def from_head(cls, head: Head) -> _Rig:
+        return cls(head.vertices.astype(np.float32), shape_key_basis(head),
+                   LipContact.from_head(head))
+
+
+# Per worker process: the rig and settings, set once by the pool's initializer (the rig is too
+# large to send with every task).
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(head: Head, cfg: CorpusConfig, out: Path) -> None:
+    _WORKER.update(rig=_Rig.from_head(head), cfg=cfg, out=out)
+
+
+def render(item: Item, rig: _Rig, cfg: CorpusConfig) -> tuple[tts.Speech, np.ndarray]:
+    """Speech (level set) and (T, 52) ARKit weights of one item."""
+    speech = tts.synthesize(item.sentence.text, item.voice, item.prosody)
+    peak = float(np.abs(speech.audio).max())
+    if peak <= 0:
+        raise ImitatorError(f"{item.voice.id} produced silence for {item.sentence.text!r}.")
+    speech.audio = (speech.audio * (10 ** (item.level_db / 20) / peak)).astype(np.float32)
+    weights = arkit_weights(speech.phones, speech.duration, subject_style(cfg, item.subject_index),
+                            rig.contact, np.random.default_rng(list(item.seed)), cfg.motion)
+    return speech, weights
+
+
+def generate(item: Item, rig: _Rig, cfg: CorpusConfig, out: Path) -> dict:
+    """Render one item, write its wav / arkit / vertices files under ``out``; its json record."""
+    import soundfile as sf
+
+    speech, weights = render(item, rig, cfg)
+    sf.write(out / "wav" / f"{item.name}.wav", speech.audio, tts.SAMPLE_RATE, subtype="PCM_16")
+    np.save(out / "arkit" / f"{item.name}.npy", weights)
+    if cfg.vertices:
+        verts = (rig.template.reshape(1, -1) + weights @ rig.basis).astype(np.float32)  # (T, 3V)
+        np.save(out / "vertices_npy" / f"{item.name}.npy", verts)
+    closed = bilabial_frames(speech.phones, len(weights), cfg.motion.fps)
+    gap = rig.contact.gap(weights)[closed]
+    return {
+        "name": item.name, "subject": item.subject, "sentence": item.sentence.id,
+        "text": item.sentence.text, "voice": item.voice.id, "rate": item.prosody.rate,
+        "pitch": item.prosody.pitch, "level_db": item.level_db,
+        "duration": round(speech.duration, 6), "frames": int(len(weights)),
+        "closure_gap_max_mm": round(float(gap.max(initial=0.0)) * 1000, 4),
+        "phones": [[p, s, e] for p, s, e in speech.phones],
+    }
+
+
+def _generate_in_worker(item: Item) -> dict:
+    return generate(item, _WORKER["rig"], _WORKER["cfg"], _WORKER["out"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Style distances
+
+
+def style_distances(rig: _Rig, lips: np.ndarray, cfg: CorpusConfig,
+                    sentences: list[Sentence]) -> dict:
+    """Lip vertex error (mm) between subjects vs between two renditions of one subject.
+
+    Each of ``cfg.style_sentences`` test sentences is spoken in two renditions (STYLE_RENDITIONS:
+    another accent, voice, rate and pitch). ``within``: a subject's rendition 1 vs its rendition
+    2 (DTW-aligned); ``between``: subject i's rendition 1 vs subject j's rendition 2 (DTW), and
+    ``between_same_audio``: both on rendition 1, frame by frame.
+    """
+    n = cfg.subjects
+    pool = split_sentences(sentences)["test"]
+    pick = np.random.default_rng([cfg.seed, 6]).choice(len(pool), min(cfg.style_sentences,
+                                                                      len(pool)), replace=False)
+    chosen = [pool[i] for i in pick]
+    k_ = len(ARKIT_SHAPE_NAMES)
+    basis = rig.basis.reshape(k_, -1, 3)[:, lips].reshape(k_, -1)  # (52, L*3)
+    template = rig.template[lips]  # (L, 3)
+    within, between, same = [], [], []
+    for k, sentence in enumerate(chosen):
+        tracks = []  # [rendition][subject] -> (T, L, 3) lip vertices in mm
+        for r, (voice, prosody) in enumerate(STYLE_RENDITIONS):
+            speech = tts.synthesize(sentence.text, voice, prosody)
+            per_subject = []
+            for i in range(n):
+                w = arkit_weights(speech.phones, speech.duration, subject_style(cfg, i),
+                                  rig.contact, np.random.default_rng([cfg.seed, 7, k, r, i]),
+                                  cfg.motion)  # (T, 52)
+                per_subject.append(1000 * (template + (w @ basis).reshape(len(w), -1, 3)))
+            tracks.append(per_subject)
+        for i in range(n):
+            within.append(dtw_lip_vertex_error(tracks[0][i], tracks[1][i]))
+            for j in range(n):
+                if j != i:
+                    between.append(dtw_lip_vertex_error(tracks[0][i], tracks[1][j]))
+                if j > i:
+                    same.append(lip_vertex_error(tracks[0][i], tracks[0][j]))
+
+    def mean(values: list[float]) -> float | None:
+        return round(float(np.mean(values)), 4) if values else None
+
+    return {
+        "lve_within_subject_mm": mean(within),
+        "lve_between_subjects_mm": mean(between),
+        "lve_between_subjects_same_audio_mm": mean(same),
+        "sentences": [s.id for s in chosen],
+        "renditions": [{"voice": v.id, "rate": p.rate, "pitch": p.pitch}
+                       for v, p in STYLE_RENDITIONS],
+        "method": "lip vertex error: per-frame max L2 over the head's lip vertices, mean over "
+                  "frames; DTW-aligned between renditions of different timing; mm",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+
+
+def lip_vertices(head: Head) -> np.ndarray:
+    """(L,) indices of the head's lip vertices."""
+    r = head.regions
+    if "lips" in r:
+        return np.asarray(r["lips"])
+    if "upper_lip" in r and "lower_lip" in r:
+        return np.union1d(r["upper_lip"], r["lower_lip"])
+    raise ImitatorError(f"Head '{head.name}' has no lip region; the corpus needs one.")
+
+
+def check_engines(voices: set[tts.Voice]) -> None:
+    """One clear error before any work if an engine or a voice package is missing."""
+    for engine in sorted({v.engine for v in voices}):
+        if not tts.engine_available(engine):
+            package = tts.ESPEAK_PACKAGE if engine == "espeak" else tts.FESTIVAL_PACKAGE
+            raise ImitatorError(f"TTS engine {engine} is not installed: install the Debian "
+                                f"package `{package}`, or leave it out with --engines.")
+    for name in sorted({v.name for v in voices if v.engine == "festival"}):
+        if not tts.festival_voice_installed(name):
+            raise ImitatorError(f"Festival voice {name} is not installed: install the Debian "
+                                f"package `{tts.FESTIVAL_VOICES[name][0]}`, or leave festival "
+                                f"out with --engines.")
+
+
+def build_corpus(out: Path, cfg: CorpusConfig, head: Head, jobs: int = 2,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """Generate the corpus into ``out``; returns the dataset.json content.
+
+    Everything is written into a temp folder beside ``out`` and renamed at the end, so a failed
+    or interrupted run never leaves a complete-looking folder.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ImitatorError(f"{out} exists; choose a new folder or pass --overwrite.")
+    sentences = load_sentences()
+    items = plan(cfg, sentences)
+    check_engines({it.voice for it in items} | {v for v, _ in STYLE_RENDITIONS})
+    rig = _Rig.from_head(head)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("wav", "arkit") + (("vertices_npy",) if cfg.vertices else ()):
+        (tmp / sub).mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        records: list[dict] = [{}] * len(items)
+        with tqdm(total=len(items), unit="utt", desc="synth", disable=not progress) as bar:
+            if jobs <= 1:
+                for k, item in enumerate(items):
+                    records[k] = generate(item, rig, cfg, tmp)
+                    bar.update()
+            else:
+                with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"),
+                                         initializer=_init_worker,
+                                         initargs=(head, cfg, tmp)) as pool:
+                    futures = {pool.submit(_generate_in_worker, it): k
+                               for k, it in enumerate(items)}
+                    for fut in as_completed(futures):
+                        records[futures[fut]] = fut.result()
+                        bar.update()
+        seconds = time.perf_counter() - t0
+        distances = style_distances(rig, lip_vertices(head), cfg, sentences)
+        with open(tmp / "templates.pkl", "wb") as f:
+            pickle.dump({s: rig.template.copy() for s in subject_ids(cfg.subjects)}, f,
+                        protocol=4)
+        meta = _dataset_json(cfg, head, sentences, items, records, distances, seconds, jobs)
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _dataset_json(cfg: CorpusConfig, head: Head, sentences: list[Sentence], items: list[Item],
+                  records: list[dict], distances: dict, seconds: float, jobs: int) -> dict:
+    split_of = {s: k for k, v in split_subjects(cfg).items() for s in v}
+    used = {r["sentence"] for r in records}
+    sentence_split = {k: [s.id for s in v if s.id in used]
+                      for k, v in split_sentences(sentences).items()}
+    audio_s = sum(r["duration"] for r in records)
+    config = asdict(cfg)
+    config["engines"] = list(cfg.engines)
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "fps": cfg.motion.fps, "sample_rate": tts.SAMPLE_RATE, "units": "m",
+        "topology": head.topology,
+        "head": {"name": head.name, "topology": head.topology, "num_vertices": head.num_vertices},
+        "arkit_names": list(ARKIT_SHAPE_NAMES),
+        "phone_set": list(ph.PHONES),
+        "text_source": SOURCE,
+        "config": config,
+        "splits": splits_json(cfg, sentences, items),
+        "sentence_splits": sentence_split,
+        "subjects": {s: {"split": split_of[s], "style": subject_style(cfg, i).to_dict()}
+                     for i, s in enumerate(subject_ids(cfg.subjects))},
+        "utterances": records,
+        "summary": {
+            "subjects": cfg.subjects, "utterances": len(records),
+            "hours": round(audio_s / 3600, 4), "frames": sum(r["frames"] for r in records),
+            "closure_gap_max_mm": max(r["closure_gap_max_mm"] for r in records),
+            "bilabial_phones": sum(p[0] in ph.BILABIALS for r in records for p in r["phones"]),
+            "voices": len({r["voice"] for r in records}),
+            "style_distance": distances,
+        },
+        "timing": {"seconds": round(seconds, 2), "jobs": jobs,
+                   "utterances_per_minute": round(60 * len(records) / max(seconds, 1e-9), 1)},
+    }
