@@ -62,7 +62,7 @@ _DOM = {
     "round_vowel": (1.0, 0.4, 1.0, 1.0, 0.8, 0.4, 0.4),
     "open_vowel": (1.0, 0.4, 0.5, 0.5, 0.5, 0.4, 0.4),
     "bilabial": (1.5, 1.0, 0.15, 0.15, 0.15, 0.5, 0.3),
-    "labiodental": (0.7, 0.6, 0.15, 0.15, 0.15, 1.0, 0.3),
+    "labiodental": (0.7, 0.6, 0.6, 0.6, 0.3, 1.0, 0.3),
     "dental": (0.7, 0.5, 0.15, 0.15, 0.15, 0.5, 1.0),
     "rounded_consonant": (0.7, 0.5, 1.0, 1.0, 0.7, 0.5, 0.4),
     "sibilant": (0.9, 0.5, 0.15, 0.15, 0.4, 0.5, 0.4),
@@ -280,7 +280,8 @@ def arkit_weights(phones: list[Phone], duration: float, style: Style, contact: L
     _pair(w, "mouthLowerDown", np.clip(style.lower_lip * e * (a[:, JAW] - 0.25) / 0.5, 0, 1),
           asym)
     lab = a[:, LABIODENTAL]  # f/v: lower lip under the upper teeth
-    _pair(w, "mouthUpperUp", np.clip(style.upper_lip * speaking + 0.45 * lab, 0, 1), asym)
+    _pair(w, "mouthUpperUp", np.clip(style.upper_lip * speaking * (1 - lab) + 0.3 * lab, 0, 1),
+          asym)
     _set(w, "tongueOut", 0.25 * a[:, TONGUE])
     _set(w, "mouthLeft", max(asym, 0) * 0.5 * speaking)
     _set(w, "mouthRight", max(-asym, 0) * 0.5 * speaking)
@@ -288,7 +289,7 @@ def arkit_weights(phones: list[Phone], duration: float, style: Style, contact: L
     # lower's, so 0.43 keeps the two lips' centres level).
     close = a[:, CLOSE]
     _pair(w, "mouthPress", style.pressure * close, asym * 0.5)
-    _set(w, "mouthRollLower", np.clip(0.8 * lab + 0.5 * style.pressure * close, 0, 1))
+    _set(w, "mouthRollLower", np.clip(lab + 0.5 * style.pressure * close, 0, 1))
     _set(w, "mouthRollUpper", 0.43 * 0.5 * style.pressure * close)
 
     # Non-speech: breathing, blinks, brows.
