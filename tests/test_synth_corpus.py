@@ -242,7 +242,7 @@ def test_corpus_is_deterministic(corpus, head, tmp_path, monkeypatch):
     engines = ",".join(SMALL.engines)
     assert cli.main(["dataset", "synth", "--out", str(out), "--subjects", "2", "--utterances", "2",
                      "--seed", "5", "--jobs", "2", "--engines", engines,
-                     "--cache-dir", str(cache)]) == 0
+                     "--head-cache", str(cache)]) == 0
     meta = _json_without_timing(out)
     meta["config"]["style_sentences"] = SMALL.style_sentences  # the CLI measures with 3
     meta["summary"].pop("style_distance")
@@ -253,7 +253,7 @@ def test_corpus_is_deterministic(corpus, head, tmp_path, monkeypatch):
     # another seed gives another corpus; an existing folder is refused
     other = plan(replace(SMALL, seed=6), load_sentences())
     assert [i.name for i in other] != [i.name for i in plan(SMALL, load_sentences())]
-    assert cli.main(["dataset", "synth", "--out", str(out), "--cache-dir", str(cache)]) == 1
+    assert cli.main(["dataset", "synth", "--out", str(out), "--head-cache", str(cache)]) == 1
 
 
 def test_missing_engine_is_named(monkeypatch, head, tmp_path):

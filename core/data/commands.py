@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_CACHE = Path.home() / ".cache" / "imitator"
+DEFAULT_HEAD_CACHE = Path.home() / ".cache" / "imitator"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +28,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-vertices", action="store_true",
                    help="skip vertices_npy/ (about 60 kB per frame); arkit/ holds the motion")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
-                   help=f"where the default head is cached (default {DEFAULT_CACHE})")
+    p.add_argument("--head-cache", type=Path, default=DEFAULT_HEAD_CACHE,
+                   help=f"default head cache folder (default {DEFAULT_HEAD_CACHE})")
     p.set_defaults(func=_synth)
 
     from .preview import add_preview_command  # `dataset preview`, same command group
@@ -44,7 +44,7 @@ def _synth(args: argparse.Namespace) -> int:
     cfg = CorpusConfig(subjects=args.subjects, utterances=args.utterances, seed=args.seed,
                        engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
                        vertices=not args.no_vertices)
-    head = load_default_head(args.cache_dir)
+    head = load_default_head(args.head_cache)
     meta = build_corpus(args.out, cfg, head, jobs=args.jobs, overwrite=args.overwrite)
     s, t = meta["summary"], meta["timing"]
     d = s["style_distance"]

@@ -376,9 +376,13 @@ def build_corpus(out: Path, cfg: CorpusConfig, head: Head, jobs: int = 2,
                                          initargs=(head, cfg, tmp)) as pool:
                     futures = {pool.submit(_generate_in_worker, it): k
                                for k, it in enumerate(items)}
-                    for fut in as_completed(futures):
-                        records[futures[fut]] = fut.result()
-                        bar.update()
+                    try:
+                        for fut in as_completed(futures):
+                            records[futures[fut]] = fut.result()
+                            bar.update()
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)  # don't finish the rest
+                        raise
         seconds = time.perf_counter() - t0
         distances = style_distances(rig, lip_vertices(head), cfg, sentences)
         with open(tmp / "templates.pkl", "wb") as f:
