@@ -23,8 +23,6 @@ from core.data.synth import CorpusConfig, build_corpus, lip_vertices, plan, spli
 from core.errors import ImitatorError
 from core.faces.default_head import ARKIT_SHAPE_NAMES, load_default_head
 
-# The engines are installed by ./dev setup: without them these tests fail, they never skip.
-needs_espeak = pytest.mark.usefixtures()
 BILABIAL_TEXT = "Bob made a map of the moon; maybe a happy puppy bumps into my umbrella."
 
 
@@ -75,7 +73,6 @@ def test_bad_text_and_voices():
         tts.Voice.parse("nosuchengine:x")
 
 
-@needs_espeak
 def test_espeak_is_reproducible_and_times_its_phones():
     a = tts.synthesize(BILABIAL_TEXT, tts.Voice("espeak", "en-us"))
     tts.synthesize("Something else first.", tts.Voice("espeak", "en", "f3"), tts.Prosody(1.2, 3))
@@ -126,7 +123,6 @@ def test_lips_meet_at_every_bilabial_frame_without_tts(head, contact):
         assert gap[int(0.36 * 60)] > 5e-3  # open on /aa/
 
 
-@needs_espeak
 def test_lips_closed_within_1mm_on_generated_utterances(head, contact):
     speech = [tts.synthesize(BILABIAL_TEXT, tts.Voice("espeak", "en-us"), tts.Prosody(r, 0))
               for r in (0.8, 1.25)]
@@ -146,7 +142,6 @@ def test_lips_closed_within_1mm_on_generated_utterances(head, contact):
         assert np.isin(lips, np.arange(head.num_vertices)).all()
 
 
-@needs_espeak
 def test_styles_differ_more_between_subjects_than_within(head, contact):
     lips, basis = lip_vertices(head), visemes.shape_key_basis(head)
     a = tts.synthesize(BILABIAL_TEXT, tts.Voice("espeak", "en-us"))
@@ -169,7 +164,7 @@ def test_styles_differ_more_between_subjects_than_within(head, contact):
 # --- the corpus -------------------------------------------------------------------------------
 
 SMALL = CorpusConfig(subjects=2, utterances=2, seed=5, style_sentences=1,
-                     engines=("espeak", "festival") if HAVE_FESTIVAL else ("espeak",))
+                     engines=("espeak", "festival"))
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +185,6 @@ def _json_without_timing(root: Path) -> dict:
     return meta
 
 
-@needs_espeak
 def test_corpus_layout_is_readable(corpus, head):
     meta = json.loads((corpus / "dataset.json").read_text())
     assert {"fps", "units", "topology", "splits", "subjects", "utterances", "summary",
@@ -227,7 +221,6 @@ def test_corpus_layout_is_readable(corpus, head):
     assert not list(corpus.parent.glob(".synth.partial-*"))
 
 
-@needs_espeak
 def test_corpus_is_deterministic(corpus, head, tmp_path, monkeypatch):
     """Same seed through the CLI with 2 worker processes: byte-identical files and json."""
     from core import cli
