@@ -1,0 +1,140 @@
+"""``python -m core generate``: speech audio -> Animation npz, optionally an OBJ sequence and an ARKit CSV.
+
+    python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX]
+                            [--fps 24] [--device auto] --out anim.npz
+                            [--obj-dir frames/] [--arkit-csv take.csv]
+
+The npz is the exact Animation (template + bias + weights @ basis: the motion decoder's last
+layer), written atomically; ``--obj-dir`` writes one OBJ per frame (faces from the default head when
+the model is on its topology) plus the audio; ``--arkit-csv`` fits the 52 ARKit weights of the
+default head per frame and writes a Live Link Face CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from .errors import ImitatorError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MODEL", "default_model_path", "parse_style", "add_commands"]
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def default_model_path() -> Path:
+    """``models/default`` of the repository, or a one-line error saying how to get a model."""
+    if (DEFAULT_MODEL / "config.json").is_file():
+        return DEFAULT_MODEL
+    raise ImitatorError(f"no --model given and {DEFAULT_MODEL} holds no model; pass --model FOLDER "
+                        f"(train one with `python -m core train`)")
+
+
+def parse_style(model, text: str | None) -> int | str:
+    """A style name of the model, or its index; None: the first style."""
+    if text is None:
+        return 0
+    if text.isdigit():
+        index = int(text)
+        if index >= model.config.num_styles:
+            raise ImitatorError(f"style index {index} is out of range; the model has "
+                                f"{model.config.num_styles} styles: {', '.join(model.config.styles)}")
+        return index
+    model.style_index(text)  # one-line error naming the known styles
+    return text
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from .data.commands import DEFAULT_HEAD_CACHE
+
+    p = sub.add_parser("generate", help="speech audio -> facial animation (npz, OBJ frames, ARKit CSV)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--audio", type=Path, required=True, help="speech audio file (any rate, channels, length)")
+    p.add_argument("--model", type=Path, help=f"model folder (default {DEFAULT_MODEL})")
+    p.add_argument("--style", help="style name or index (default: the model's first style)")
+    p.add_argument("--fps", type=float, help="output frame rate (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--method", choices=("rolling", "crossfade"), help="long-audio method (default: the model's)")
+    p.add_argument("--out", type=Path, required=True, help="Animation .npz to write")
+    p.add_argument("--obj-dir", type=Path, help="also write an OBJ sequence (+ audio.wav) into this new folder")
+    p.add_argument("--arkit-csv", type=Path, help="also write ARKit weights (default head) as a Live Link Face CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --obj-dir sequence")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_HEAD_CACHE,
+                   help=f"where the default head is cached (default {DEFAULT_HEAD_CACHE})")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=_run)
+
+
+def _head_for(model, cache_dir: Path, required: bool):
+    """The default head when the model animates its topology; None (or an error if ``required``)."""
+    from .faces.default_head import load_default_head
+
+    try:
+        head = load_default_head(cache_dir)
+    except ImitatorError as e:
+        if required:
+            raise
+        log.warning("OBJ frames without faces: the default head is unavailable (%s)", e)
+        return None
+    same = head.num_vertices == model.config.num_vertices and model.config.topology in ("", head.topology)
+    if not same:
+        if required:
+            raise ImitatorError(f"ARKit weights need a model of the default head; this model animates "
+                                f"{model.config.num_vertices} vertices (topology "
+                                f"{model.config.topology or 'unrecorded'})")
+        return None
+    return head
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .model.checkpoint import from_pretrained
+    from .model.generate import generate_file
+    from .train import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.fps is not None and not args.fps > 0:
+        raise ImitatorError(f"--fps {args.fps}: give a positive frame rate")
+    folder = args.model if args.model is not None else default_model_path()
+    model = from_pretrained(folder, pick_device(args.device))
+    style = parse_style(model, args.style)
+    arkit_head = _head_for(model, args.cache_dir, required=True) if args.arkit_csv is not None else None
+    t0 = time.perf_counter()
+    with tqdm(desc="generate", unit="frame") as bar:
+        def progress(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress)
+    seconds = time.perf_counter() - t0
+    anim.save(args.out)
+    print(f"wrote {args.out}: {anim.num_frames} frames at {anim.fps:g} fps, {anim.num_vertices} vertices, "
+          f"{anim.basis.shape[0]} basis shapes ({seconds:.2f} s, real-time factor "
+          f"{seconds / max(anim.duration, 1e-9):.4f})")
+    if args.obj_dir is not None:
+        from .audio import audio_info, load_audio
+        from .data.clips import Clip, save_obj_sequence
+
+        head = _head_for(model, args.cache_dir, required=False)
+        rate = audio_info(args.audio).sample_rate
+        clip = Clip(vertices=anim.vertices().astype("float32"), fps=anim.fps,
+                    audio=load_audio(args.audio, rate), sample_rate=rate, source=args.audio)
+        save_obj_sequence(args.obj_dir, clip, head, overwrite=args.overwrite)
+        print(f"wrote {args.obj_dir}: {anim.num_frames} OBJ frames{'' if head else ' (vertices only)'} + audio.wav")
+    if args.arkit_csv is not None:
+        from .arkit_fit import fit_arkit_weights
+        from .data.clips import save_arkit_csv
+
+        weights, error = fit_arkit_weights(anim, arkit_head)
+        save_arkit_csv(args.arkit_csv, weights, anim.fps)
+        print(f"wrote {args.arkit_csv}: 52 ARKit weights x {len(weights)} frames (largest vertex error of "
+              f"the fit {error * 1000:.2f} mm)")
+    return 0

@@ -1,0 +1,819 @@
+"""Training of the Imitator prior: ``python -m core train --data DIR --out RUN [--resume] ...``.
+
+As the official trainer (bala1144/Imitator ``imitator/pl_trainer.py`` and
+``cfg/generalized_model/imitator_gen_ab_mbp_vel10.yaml``): one sequence per step, autoregressive
+(no teacher forcing), Adam with lr 1e-4 and no weight decay (we use AdamW, identical at weight decay
+0), loss = reconstruction + 10 x velocity + lip contact (x5 around m/b/p closures), validation on
+the val split every epoch (subjects never trained on are decoded in every training style and the
+loss averaged, as the reference does), the best model by validation loss kept, early stopping.
+The reference's ReduceLROnPlateau (patience 5000 epochs) never fires in practice and is left out.
+
+A run folder holds:
+    RUN/config.json + RUN/model.safetensors   the best model (``Imitator.from_pretrained(RUN)``)
+    RUN/metrics.jsonl                          one JSON line per epoch: train/val loss terms, lr, time
+    RUN/last/                                  resumable checkpoint: checkpoint.safetensors (model,
+                                               optimizer, RNG states) + state.json (epoch, step,
+                                               configs, early-stopping state); replaced atomically
+    RUN/closures.json                          m/b/p intervals detected in audio (cache)
+
+Resuming after a hard kill continues from ``last/`` and gives the same weights as an uninterrupted
+run with the same seed: the data order and crops derive from (seed, epoch), and the RNG states
+(dropout) are restored. Under ``torchrun`` the model is wrapped in DistributedDataParallel (NCCL on
+GPUs, gloo on CPUs); each process takes every world_size-th sequence of the epoch's order.
+
+Targets are vertices from ``vertices_npy/`` or, when the corpus has ``arkit/`` weights and the head
+with those shape keys is at hand (the default head, for our synthetic corpus), the (T, 52) weights,
+moved to the device and expanded there (template + weights @ shape keys): ~60x less to transfer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ImitatorError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "train", "pick_device", "read_config_file", "load_checkpoint_state",
+           "add_commands"]
+
+CHECKPOINT_DIR = "last"
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "state.json"
+METRICS_LOG = "metrics.jsonl"
+CLOSURE_CACHE = "closures.json"
+LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")
+_MEMORY_CACHE_BYTES = 2 << 30  # keep the decoded training data in memory below this size
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults follow the official config where it has one."""
+
+    epochs: int = 100
+    lr: float = 1e-4  # official optim_params.lr
+    weight_decay: float = 0.0  # official weight_decay (AdamW at 0 is Adam)
+    batch_size: int = 1  # official: one sequence per step
+    patience: int = 20  # epochs without a better validation loss before stopping; 0: never stop
+    min_delta: float = 0.0  # improvement smaller than this does not count
+    grad_clip: float = 0.0  # max gradient norm; 0: no clipping (the reference clips nothing)
+    seed: int = 0
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
+    lip_loss: bool = True  # lip contact loss on m/b/p closures (False: the ablation)
+    max_frames: int = 0  # longer training sequences are cropped at random; 0: model max_seq_len
+    use_arkit: bool = True  # expand arkit/ weights on the device when the corpus has them
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.patience < 0 or self.checkpoint_every < 0:
+            raise ImitatorError(f"train config: epochs {self.epochs}, batch_size {self.batch_size}, "
+                                f"patience {self.patience}, checkpoint_every {self.checkpoint_every}: "
+                                f"need epochs >= 0, batch_size >= 1, the others >= 0")
+        if not self.lr > 0:
+            raise ImitatorError(f"train config: lr {self.lr} must be positive")
+
+
+# --------------------------------------------------------------------------- configuration
+
+def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model settings, train settings) from JSON: ``{"model": {...}, "train": {...}}``, or one flat
+    object whose keys are sorted into ImitatorConfig and TrainConfig fields."""
+    from .model.config import ImitatorConfig
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ImitatorError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ImitatorError(f"{path}: unreadable config ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise ImitatorError(f"{path}: expected a JSON object")
+    model_keys = {f.name for f in dataclasses.fields(ImitatorConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    if "model" in data or "train" in data:
+        extra = sorted(set(data) - {"model", "train"})
+        model, train_ = data.get("model", {}), data.get("train", {})
+    else:
+        model = {k: v for k, v in data.items() if k in model_keys}
+        train_ = {k: v for k, v in data.items() if k in train_keys and k not in model_keys}
+        extra = sorted(set(data) - model_keys - train_keys)
+    extra += sorted(set(train_) - train_keys)
+    if extra:
+        raise ImitatorError(f"{path}: unknown setting(s) {', '.join(extra)}; model settings are "
+                            f"ImitatorConfig fields, training settings TrainConfig fields")
+    return dict(model), dict(train_)
+
+
+def model_config_for(corpus, settings: dict[str, Any], fps: float | None = None):
+    """The model config for a corpus: its vertex count, topology and training subjects (styles);
+    the built-in log-mel encoder unless the settings name another."""
+    from .model.config import ImitatorConfig
+
+    settings = dict(settings)
+    if "encoder" not in settings:
+        settings["encoder"] = "logmel"
+        log.info("encoder: logmel (built in); set \"encoder\" in --config for wav2vec2")
+    if settings.get("styles") not in (None, corpus.style_subjects):
+        log.warning("styles in the config are replaced by the corpus's training subjects")
+    settings.update(num_vertices=corpus.num_vertices, styles=list(corpus.style_subjects),
+                    topology=str(corpus.info.get("topology", settings.get("topology", ""))))
+    if fps is not None:
+        settings["fps"] = float(fps)
+    return ImitatorConfig.from_dict(settings, "model config")
+
+
+# --------------------------------------------------------------------------- devices, processes
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' (CUDA when present, CPU otherwise), 'cpu', 'cuda' or 'cuda:N'."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ImitatorError(f"device {name}: CUDA is not available here (CPU build of torch or no "
+                                f"GPU); use --device cpu")
+        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ImitatorError(f"device {name!r} is unknown; use auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    started: bool = False  # we called init_process_group (and destroy it at the end)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def _init_distributed(device_name: str) -> _Dist:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    started = False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and not str(device_name).lower().startswith("cpu")
+        dist.init_process_group("nccl" if cuda else "gloo")
+        started = True
+    return _Dist(rank, world, local, started)
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, 7]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class _Item:
+    key: str
+    audio: np.ndarray  # (N,) float32 at the model's sample rate
+    target: np.ndarray  # (T, V, 3) vertices or (T, 52) ARKit weights
+    template: np.ndarray  # (V, 3)
+    style: int  # index in the model's styles, -1 for a subject never trained on
+    closures: np.ndarray | None  # (T,) bool
+
+
+class _Items:
+    """Utterances of one split as training items at the model fps (kept in memory when small)."""
+
+    def __init__(self, corpus, utterances, config, closures: dict | None, arkit: bool, cache: bool):
+        self.corpus, self.utterances, self.config = corpus, list(utterances), config
+        self.closures, self.arkit = closures, arkit
+        self.style = {s: i for i, s in enumerate(config.styles)}
+        self.memory: dict[int, _Item] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> _Item:
+        if self.memory is not None and index in self.memory:
+            return self.memory[index]
+        from .data.closure_labels import closure_mask
+
+        utt = self.utterances[index]
+        fps = self.config.fps
+        target = self.corpus.read_arkit(utt, fps) if self.arkit else self.corpus.read_vertices(utt, fps)
+        closures = None
+        if self.closures is not None:
+            closures = closure_mask(self.closures.get(utt.key, []), fps, len(target))
+        item = _Item(utt.key, self.corpus.read_audio(utt, self.config.sample_rate),
+                     np.ascontiguousarray(target, dtype=np.float32), self.corpus.templates[utt.subject],
+                     self.style.get(utt.subject, -1), closures)
+        if self.memory is not None:
+            self.memory[index] = item
+        return item
+
+
+def _crop(item: _Item, max_frames: int, rng: np.random.Generator, sr: int, fps: float) -> _Item:
+    """A random window of ``max_frames`` frames (and its audio) of a longer item."""
+    T = len(item.target)
+    if T <= max_frames:
+        return item
+    s = int(rng.integers(0, T - max_frames + 1))
+    a, b = int(round(s * sr / fps)), int(round((s + max_frames) * sr / fps))
+    return dataclasses.replace(item, audio=item.audio[a:b], target=item.target[s:s + max_frames],
+                               closures=None if item.closures is None else item.closures[s:s + max_frames])
+
+
+@dataclass
+class _Batch:
+    audio: torch.Tensor  # (B, N)
+    target: torch.Tensor  # (B, T, V, 3) vertices
+    template: torch.Tensor  # (B, V, 3)
+    style: torch.Tensor  # (B,)
+    lengths: list[int]
+    closures: torch.Tensor | None  # (B, T) bool
+
+
+def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | None) -> _Batch:
+    """Pad to the longest item, move to the device, expand ARKit weights there."""
+    lengths = [len(it.target) for it in items]
+    T, N = max(lengths), max(len(it.audio) for it in items)
+    audio = np.zeros((len(items), N), np.float32)
+    target = np.zeros((len(items), T) + items[0].target.shape[1:], np.float32)
+    for i, it in enumerate(items):
+        audio[i, :len(it.audio)] = it.audio
+        target[i, :len(it.target)] = it.target
+        target[i, len(it.target):] = it.target[-1]
+    closures = None
+    if all(it.closures is not None for it in items):
+        closures = torch.zeros(len(items), T, dtype=torch.bool)
+        for i, it in enumerate(items):
+            closures[i, :len(it.closures)] = torch.from_numpy(it.closures)
+        closures = closures.to(device)
+    template = torch.from_numpy(np.stack([it.template for it in items])).to(device)
+    target_t = torch.from_numpy(target).to(device, non_blocking=True)
+    if basis is not None:  # (B, T, 52) weights -> (B, T, V, 3) vertices, on the device
+        target_t = template[:, None] + torch.einsum("btk,kvc->btvc", target_t, basis)
+    return _Batch(torch.from_numpy(audio).to(device, non_blocking=True), target_t, template,
+                  torch.tensor([max(it.style, 0) for it in items], device=device), lengths, closures)
+
+
+def _batch_loss(pred: torch.Tensor, batch: _Batch, config) -> dict[str, torch.Tensor]:
+    """Loss terms averaged over the items, each on its own frames."""
+    from .model.losses import imitator_loss
+
+    sums = None
+    for i, T in enumerate(batch.lengths):
+        c = None if batch.closures is None else batch.closures[i, :T]
+        terms = imitator_loss(pred[i:i + 1, :T], batch.target[i:i + 1, :T], config, c)
+        parts = [terms.total, terms.reconstruction, terms.velocity, terms.lip_contact]
+        sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
+    n = len(batch.lengths)
+    return {k: v / n for k, v in zip(LOSS_TERMS, sums)}
+
+
+def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | None:
+    """(52, V, 3) ARKit shape keys of the corpus's head when every utterance has arkit/ weights and
+    the head is the default head (checked: weights @ keys + template = the vertex file)."""
+    from .faces.default_head import load_default_head
+
+    if not utterances or any(u.arkit is None for u in utterances):
+        return None
+    try:
+        head = load_default_head(cache_dir) if cache_dir is not None else None
+    except ImitatorError as e:
+        log.info("arkit/ weights not used (the default head is unavailable: %s); training on vertices", e)
+        return None
+    topology = str(corpus.info.get("topology", ""))
+    if head is None or head.num_vertices != corpus.num_vertices or topology not in ("", head.topology):
+        return None
+    from .data.visemes import shape_key_basis
+
+    basis = shape_key_basis(head).reshape(-1, head.num_vertices, 3)
+    return basis if _arkit_matches(corpus, utterances[0], basis) else None
+
+
+def _arkit_matches(corpus, utt, basis: np.ndarray, tolerance: float = 1e-4) -> bool:
+    """Whether template + weights @ basis reproduces the utterance's vertex file (within 0.1 mm)."""
+    try:
+        verts = corpus.read_vertices(utt)
+    except ImitatorError:
+        return True  # no vertex file to compare with: the weights are the data
+    weights = corpus.read_arkit(utt)
+    n = min(len(verts), len(weights))
+    rebuilt = corpus.templates[utt.subject] + np.einsum("tk,kvc->tvc", weights[:n], basis)
+    err = float(np.abs(rebuilt - verts[:n]).max())
+    if err > tolerance:
+        log.warning("%s: arkit weights x shape keys differ from the vertices by %.2g m; training on "
+                    "vertices", utt.arkit, err)
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, state in sd["state"].items():
+        plain = {}
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{name}"] = value
+            else:
+                plain[name] = value
+        meta["state"][str(pid)] = plain
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {int(pid): dict(plain) for pid, plain in meta["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_states(dist_: _Dist, device: torch.device) -> dict[str, torch.Tensor]:
+    """RNG states of every process (gathered to all ranks), by 'rank{r}.torch' / 'rank{r}.cuda'."""
+    own = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    if not dist_.active:
+        return {f"rank0.{k}": v for k, v in own.items()}
+    import torch.distributed as dist
+
+    out = {}
+    for name, state in own.items():
+        local = state.to(device) if device.type == "cuda" else state
+        gathered = [torch.empty_like(local) for _ in range(dist_.world)]
+        dist.all_gather(gathered, local)
+        out.update({f"rank{r}.{name}": g.cpu() for r, g in enumerate(gathered)})
+    return out
+
+
+def _write_checkpoint(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      rng: dict[str, torch.Tensor], state: dict) -> None:
+    """``run/last/`` replaced as a whole: files written in a temp folder, then swapped in."""
+    from safetensors.torch import save
+
+    checkpoint_id = uuid.uuid4().hex
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    tensors.update(opt_tensors)
+    tensors.update({f"rng.{k}": v for k, v in rng.items()})
+    blob = save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()},
+                metadata={"checkpoint_id": checkpoint_id})
+    payload = {**state, "optimizer": opt_meta, "checkpoint_id": checkpoint_id}
+    tmp = run / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, data in ((CHECKPOINT_WEIGHTS, blob), (CHECKPOINT_STATE, json.dumps(payload, indent=1).encode())):
+        with open(tmp / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    last, old = run / CHECKPOINT_DIR, run / f".{CHECKPOINT_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if last.exists():
+        os.replace(last, old)
+    os.replace(tmp, last)  # a kill before this line leaves .last.old, which loading falls back to
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_dir(run: Path) -> Path | None:
+    for name in (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}.old"):
+        if (run / name / CHECKPOINT_STATE).is_file():
+            return run / name
+    return None
+
+
+def load_checkpoint_state(run: str | os.PathLike) -> dict | None:
+    """The ``state.json`` of a run's last checkpoint (epoch, step, configs ...), None without one."""
+    folder = _checkpoint_dir(Path(run))
+    if folder is None:
+        return None
+    try:
+        return json.loads((folder / CHECKPOINT_STATE).read_text())
+    except (OSError, ValueError) as e:
+        raise ImitatorError(f"{folder / CHECKPOINT_STATE}: unreadable checkpoint state ({e}); "
+                            f"delete {folder} to start over") from None
+
+
+def _read_checkpoint(run: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    folder = _checkpoint_dir(run)
+    state = load_checkpoint_state(run)
+    path = folder / CHECKPOINT_WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors has its own error types
+        raise ImitatorError(f"{path}: corrupt checkpoint ({' '.join(str(e).split())[:120]}); delete "
+                            f"{folder} to start over") from None
+    if meta.get("checkpoint_id") != state.get("checkpoint_id"):
+        raise ImitatorError(f"{folder}: {CHECKPOINT_WEIGHTS} and {CHECKPOINT_STATE} come from different "
+                            f"saves; delete {folder} to start over")
+    return state, tensors
+
+
+def _trim_metrics_log(path: Path, epochs_done: int) -> None:
+    """Drop lines of epochs after the checkpoint (written before a kill, redone on resume)."""
+    if not path.is_file():
+        return
+    from .fileio import atomic_write
+
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= epochs_done:
+                keep.append(line)
+        except ValueError:
+            continue  # a line cut by the kill
+    with atomic_write(path) as f:
+        f.write("".join(k + "\n" for k in keep).encode())
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _validate(model, items: _Items, indices: list[int], config, device, basis, dist_: _Dist,
+              lip_loss: bool) -> dict[str, float] | None:
+    """Mean loss terms over the val utterances (every style for subjects never trained on)."""
+    from .model.losses import imitator_loss
+
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for i in indices:
+            item = items[i]
+            styles = [item.style] if item.style >= 0 else list(range(config.num_styles))
+            batch = _to_batch([item], device, basis)
+            T = batch.lengths[0]
+            pred = model(batch.audio.expand(len(styles), -1), torch.tensor(styles, device=device), T,
+                         batch.template.expand(len(styles), -1, -1))
+            closures = batch.closures[0] if (batch.closures is not None and lip_loss) else None
+            per_style = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+            for s in range(len(styles)):
+                t = imitator_loss(pred[s:s + 1], batch.target, config, closures)
+                per_style += torch.tensor([float(t.total), float(t.reconstruction), float(t.velocity),
+                                           float(t.lip_contact)], dtype=torch.float64)
+            sums[:-1] += per_style / len(styles)
+            sums[-1] += 1
+    model.train(was_training)
+    if dist_.active:
+        import torch.distributed as dist
+
+        reduced = sums.to(device) if device.type == "cuda" else sums
+        dist.all_reduce(reduced)
+        sums = reduced.cpu()
+    if sums[-1] == 0:
+        return None
+    return {k: float(v) for k, v in zip(LOSS_TERMS, sums[:-1] / sums[-1])}
+
+
+def _shard(order: np.ndarray, dist_: _Dist, batch_size: int) -> list[list[int]]:
+    """This process's batches: the order padded (wrapping) to equal work, every world-th item."""
+    per_step = dist_.world * batch_size
+    steps = max(1, math.ceil(len(order) / per_step))
+    padded = np.resize(order, steps * per_step)
+    mine = padded[dist_.rank::dist_.world]
+    return [mine[k * batch_size:(k + 1) * batch_size].tolist() for k in range(steps)]
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: dict[str, Any] | None = None,
+          train_config: TrainConfig | None = None, resume: bool = False, epochs: int | None = None,
+          device: str = "auto", progress: bool = True, cache_dir: str | os.PathLike | None = None,
+          arkit_basis: np.ndarray | None = None) -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary (best epoch, best val loss, epochs done ...).
+
+    ``model_settings``: ImitatorConfig fields (vertex count and styles come from the corpus);
+    ``epochs`` overrides the epoch count, also when resuming; ``arkit_basis`` (52, V, 3): shape keys
+    for the corpus's arkit/ weights (default: the default head's, when the corpus is on it).
+    """
+    from tqdm import tqdm
+
+    from .data.vocaset import open_corpus
+    from .model.imitator import Imitator
+
+    run = Path(out)
+    dist_ = _init_distributed(device)
+    try:
+        dev = pick_device(device, dist_.local_rank)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+        # --- state: fresh or from the last checkpoint -----------------------------------------
+        state = load_checkpoint_state(run) if resume else None
+        if not resume and _checkpoint_dir(run) is not None:
+            raise ImitatorError(f"{run}: holds a training run; pass --resume to continue it or choose "
+                                f"a new --out folder")
+        if resume and state is None:
+            log.info("%s: no checkpoint to resume; starting a new run", run)
+        if state is not None:
+            cfg = TrainConfig(**state["train_config"])
+            if train_config is not None and dataclasses.replace(train_config, epochs=cfg.epochs) != cfg:
+                log.warning("resuming with the run's own training settings; settings given now are ignored")
+        else:
+            cfg = train_config or TrainConfig()
+        if epochs is not None:
+            cfg = dataclasses.replace(cfg, epochs=int(epochs))
+        cfg.validate()
+
+        corpus = open_corpus(data, seed=cfg.seed)
+        if state is not None:
+            from .model.config import ImitatorConfig
+
+            config = ImitatorConfig.from_dict(state["model_config"], f"{run / CHECKPOINT_DIR}")
+            if config.styles != corpus.style_subjects or config.num_vertices != corpus.num_vertices:
+                raise ImitatorError(f"{run}: the run was trained on other subjects or another mesh "
+                                    f"than {data}; resume with the same --data")
+        else:
+            config = model_config_for(corpus, model_settings or {})
+        train_utts, val_utts = corpus.splits["train"], corpus.splits["val"]
+        if not val_utts:
+            log.warning("%s: the val split is empty; the best model is chosen by training loss", corpus.root)
+
+        # --- closures, targets ------------------------------------------------------------------
+        lip_loss = cfg.lip_loss and config.lip_contact_weight > 0
+        closures = None
+        if lip_loss:
+            closures = _closures(corpus, train_utts + val_utts, run / CLOSURE_CACHE, dist_, progress)
+        basis_np = arkit_basis
+        if basis_np is None and cfg.use_arkit:
+            basis_np = _arkit_basis(corpus, train_utts + val_utts,
+                                    Path(cache_dir) if cache_dir is not None else None)
+        use_arkit = basis_np is not None and all(u.arkit is not None for u in train_utts + val_utts)
+        basis = torch.from_numpy(np.asarray(basis_np, np.float32)).to(dev) if use_arkit else None
+        log.info("targets: %s", "arkit/ weights expanded on the device" if use_arkit else "vertices_npy/")
+        cache = _data_bytes(train_utts + val_utts, use_arkit) < _MEMORY_CACHE_BYTES
+        train_items = _Items(corpus, train_utts, config, closures, use_arkit, cache)
+        val_items = _Items(corpus, val_utts, config, closures, use_arkit, cache)
+
+        # --- model, optimizer --------------------------------------------------------------------
+        _seed_all(cfg.seed)
+        model = Imitator(config)
+        config = model.config  # with the encoder's exported options
+        with torch.no_grad():
+            model.template.copy_(torch.from_numpy(np.mean(
+                [corpus.templates[s] for s in config.styles], axis=0)))
+        model.to(dev)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                      weight_decay=cfg.weight_decay)
+        epoch, step_in_epoch, global_step = 0, 0, 0
+        sums = [0.0] * (len(LOSS_TERMS) + 1)
+        best, best_epoch, bad_epochs, stopped_early = None, 0, 0, False
+        if state is not None:
+            state, tensors = _read_checkpoint(run)
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+            epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            sums = list(state["epoch_sums"])
+            best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+            stopped_early = state.get("stopped_early", False)
+            if state.get("world_size", 1) == dist_.world and f"rng.rank{dist_.rank}.torch" in tensors:
+                torch.set_rng_state(tensors[f"rng.rank{dist_.rank}.torch"])
+                if dev.type == "cuda" and f"rng.rank{dist_.rank}.cuda" in tensors:
+                    torch.cuda.set_rng_state(tensors[f"rng.rank{dist_.rank}.cuda"], dev)
+            else:
+                log.warning("resuming with %d processes instead of %d: random states start afresh",
+                            dist_.world, state.get("world_size", 1))
+                torch.manual_seed(_rank_seed(cfg.seed + epoch, dist_.rank))
+                step_in_epoch, sums = 0, [0.0] * (len(LOSS_TERMS) + 1)
+            if dist_.rank == 0:
+                _trim_metrics_log(run / METRICS_LOG, epoch)
+            log.info("resuming %s at epoch %d, step %d", run, epoch + 1, step_in_epoch)
+        else:
+            torch.manual_seed(_rank_seed(cfg.seed, dist_.rank))  # dropout streams differ per process
+            if dist_.rank == 0:
+                run.mkdir(parents=True, exist_ok=True)
+                (run / METRICS_LOG).unlink(missing_ok=True)
+
+        net = model
+        if dist_.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                          find_unused_parameters=config.encoder != "logmel")
+
+        def checkpoint(finished: bool = False) -> None:
+            rng = _rng_states(dist_, dev)
+            if dist_.rank == 0:
+                _write_checkpoint(run, model, optimizer, rng, {
+                    "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+                    "epoch_sums": sums, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "finished": finished, "stopped_early": stopped_early, "world_size": dist_.world,
+                    "targets": "arkit" if use_arkit else "vertices", "data": str(Path(data).resolve()),
+                    "model_config": config.to_dict(), "train_config": dataclasses.asdict(cfg)})
+            _barrier(dist_)
+
+        if state is not None and state.get("finished") and (stopped_early or epoch >= cfg.epochs):
+            log.info("%s: training already finished (%d epochs%s)", run, epoch,
+                     ", stopped early" if stopped_early else "")
+            return _summary(run, epoch, best, best_epoch, stopped_early, global_step)
+        stopped_early = False
+        max_frames = cfg.max_frames or config.max_seq_len
+        val_indices = list(range(dist_.rank, len(val_items), dist_.world))
+        model.train()
+
+        # --- epochs ------------------------------------------------------------------------------
+        while epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_items))
+            batches = _shard(order, dist_, cfg.batch_size)
+            bar = tqdm(total=len(batches), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="step", disable=not progress or dist_.rank != 0, leave=False)
+            for step in range(step_in_epoch, len(batches)):
+                items = [_crop(train_items[i], max_frames, np.random.default_rng([cfg.seed, epoch, int(i)]),
+                               config.sample_rate, config.fps) for i in batches[step]]
+                batch = _to_batch(items, dev, basis)
+                if not lip_loss:
+                    batch.closures = None
+                pred = net(batch.audio, batch.style, max(batch.lengths), batch.template)
+                terms = _batch_loss(pred, batch, config)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                global_step += 1
+                step_in_epoch = step + 1
+                for k, name in enumerate(LOSS_TERMS):
+                    sums[k] += float(terms[name].detach())
+                sums[-1] += 1
+                bar.update()
+                bar.set_postfix(loss=f"{sums[0] / sums[-1]:.3g}")
+                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 \
+                        and step_in_epoch < len(batches):
+                    checkpoint()
+            bar.close()
+
+            train_terms = _reduce_means(sums, dist_, dev)
+            val_terms = _validate(model, val_items, val_indices, config, dev, basis, dist_, lip_loss)
+            monitor = (val_terms or train_terms)["total"]
+            epoch += 1
+            improved = best is None or monitor < best - cfg.min_delta
+            if improved:
+                best, best_epoch, bad_epochs = monitor, epoch, 0
+                if dist_.rank == 0:
+                    model.save_pretrained(run)
+            else:
+                bad_epochs += 1
+            stopped_early = bool(cfg.patience and bad_epochs >= cfg.patience and epoch < cfg.epochs)
+            if dist_.rank == 0:
+                line = {"epoch": epoch, "step": global_step, "train": train_terms, "val": val_terms,
+                        "lr": optimizer.param_groups[0]["lr"], "best": improved,
+                        "seconds": round(time.perf_counter() - t0, 3)}
+                with open(run / METRICS_LOG, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                log.info("epoch %d/%d  train %.5g  val %s%s  (%.1f s)", epoch, cfg.epochs,
+                         train_terms["total"], "n/a" if val_terms is None else f"{val_terms['total']:.5g}",
+                         "  best" if improved else "", line["seconds"])
+            step_in_epoch, sums = 0, [0.0] * (len(LOSS_TERMS) + 1)
+            finished = epoch >= cfg.epochs or stopped_early
+            checkpoint(finished)
+            if stopped_early:
+                log.info("no better validation loss for %d epochs: stopping early", bad_epochs)
+                break
+        if state is not None and epoch >= cfg.epochs and epoch == state["epoch"]:
+            checkpoint(True)  # resumed an already complete run: mark it finished
+        return _summary(run, epoch, best, best_epoch, stopped_early, global_step)
+    finally:
+        if dist_.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _summary(run: Path, epochs: int, best, best_epoch: int, stopped_early: bool, steps: int) -> dict:
+    return {"run": str(run), "epochs": epochs, "steps": steps, "best_loss": best, "best_epoch": best_epoch,
+            "stopped_early": stopped_early}
+
+
+def _barrier(dist_: _Dist) -> None:
+    if dist_.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _reduce_means(sums: list[float], dist_: _Dist, device: torch.device) -> dict[str, float]:
+    t = torch.tensor(sums, dtype=torch.float64)
+    if dist_.active:
+        import torch.distributed as dist
+
+        t = t.to(device) if device.type == "cuda" else t
+        dist.all_reduce(t)
+        t = t.cpu()
+    n = max(float(t[-1]), 1.0)
+    return {k: float(v) / n for k, v in zip(LOSS_TERMS, t[:-1])}
+
+
+def _closures(corpus, utterances, cache_path: Path, dist_: _Dist, progress: bool) -> dict:
+    """m/b/p intervals for the lip contact loss: phone timings, else detected (rank 0 detects and
+    caches, the others read the cache)."""
+    from .data.closure_labels import corpus_closures
+
+    if dist_.rank == 0:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        result = corpus_closures(corpus, utterances, cache_path, progress)
+        _barrier(dist_)
+        return result
+    _barrier(dist_)
+    return corpus_closures(corpus, utterances, cache_path, False)
+
+
+def _data_bytes(utterances, arkit: bool) -> int:
+    """Rough in-memory size of the decoded data at 30 fps (audio as float32)."""
+    total = 0
+    for u in utterances:
+        total += 2 * u.wav.stat().st_size
+        target = u.arkit if arkit else u.vertices
+        total += target.stat().st_size // 2
+    return total
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``python -m core train --data DIR --out RUN [--config C.json] [--resume] ...``."""
+    from .data.commands import DEFAULT_HEAD_CACHE as DEFAULT_CACHE
+
+    p = sub.add_parser("train", help="train an Imitator model on a dataset folder",
+                       description=__doc__.splitlines()[0] + " Run under torchrun for data-parallel "
+                       "training.")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (processed-VOCASET layout)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (best model, metrics, checkpoint)")
+    p.add_argument("--config", type=Path, help="JSON: {\"model\": {ImitatorConfig fields}, \"train\": "
+                                               "{TrainConfig fields}} or one flat object")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, help="number of epochs (default 100; also when resuming)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--no-lip-loss", action="store_true", help="leave out the lip contact loss (ablation)")
+    p.add_argument("--batch-size", type=int, help="sequences per step and process (default 1)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 20)")
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
+    p.add_argument("--no-arkit", action="store_true", help="train on vertices_npy/ even when arkit/ exists")
+    p.add_argument("--threads", type=int, help="CPU threads for torch per process")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                   help=f"where the default head is cached (default {DEFAULT_CACHE})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    model_settings, train_settings = read_config_file(args.config) if args.config else ({}, {})
+    overrides = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+                 "checkpoint_every": args.checkpoint_every}
+    train_settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.no_lip_loss:
+        train_settings["lip_loss"] = False
+    if args.no_arkit:
+        train_settings["use_arkit"] = False
+    try:
+        cfg = TrainConfig(**train_settings)
+    except TypeError as e:
+        raise ImitatorError(f"train config: {e}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    given = bool(train_settings) or bool(model_settings)
+    summary = train(args.data, args.out, model_settings=model_settings,
+                    train_config=cfg if (given or not args.resume) else None, resume=args.resume,
+                    epochs=args.epochs, device=args.device, progress=not args.quiet,
+                    cache_dir=args.cache_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best_loss"]
+        print(f"{args.out}: {summary['epochs']} epochs{' (stopped early)' if summary['stopped_early'] else ''}"
+              f", best loss {'n/a' if best is None else f'{best:.5g}'} at epoch {summary['best_epoch']}; "
+              f"model in {args.out}/model.safetensors")
+    return 0

@@ -1,0 +1,267 @@
+"""Trainer, resume after a hard kill, DDP on gloo, ARKit targets, closure labels, generate CLI.
+
+Everything runs on the tiny corpus and model of ``tiny_corpus.py``; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.animation import Animation
+from core.bilabial import Interval
+from core.errors import ImitatorError
+from core.model import Imitator
+from core.train import TrainConfig, load_checkpoint_state, read_config_file, train
+from tiny_corpus import PHONES, PYTHON, TINY_MODEL, V, cli_main, entry_script, write_tiny_corpus
+from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    root = tmp_path_factory.mktemp("corpus")
+    return root, write_tiny_corpus(root)
+
+
+def lines(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def config_file(folder: Path, **model) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps({"model": {**TINY_MODEL, **model}, "train": {"lr": 1e-3}}))
+    return path
+
+
+# --- training ---------------------------------------------------------------------------------------
+def test_two_epochs_write_best_model_metrics_and_checkpoint(corpus, tmp_path):
+    root, _ = corpus
+    run = tmp_path / "run"
+    summary = train(root, run, model_settings=TINY_MODEL, train_config=TrainConfig(epochs=2, lr=1e-3, seed=1),
+                    progress=False)
+    assert summary["epochs"] == 2 and summary["steps"] == 8 and summary["best_epoch"] in (1, 2)
+    log = lines(run)
+    assert [x["epoch"] for x in log] == [1, 2]
+    for x in log:
+        assert set(x["train"]) == set(x["val"]) == {"total", "reconstruction", "velocity", "lip_contact"}
+        assert x["train"]["lip_contact"] > 0 and x["val"]["lip_contact"] > 0  # closures from dataset.json
+        t = x["train"]
+        assert t["total"] == pytest.approx(t["reconstruction"] + 10 * t["velocity"] + t["lip_contact"])
+    model = Imitator.from_pretrained(run)
+    assert model.config.styles == ["anna", "bert"] and model.config.num_vertices == V
+    assert model.config.encoder == "logmel" and model.motion_decoder.final.weight.abs().max() > 0
+    best = min(x["val"]["total"] for x in log)
+    assert summary["best_loss"] == pytest.approx(best)
+    state = load_checkpoint_state(run)
+    assert state["epoch"] == 2 and state["finished"] and state["targets"] == "vertices"
+
+    # a finished run resumes to nothing; more epochs continue it; a second run needs --resume
+    assert train(root, run, resume=True, progress=False)["epochs"] == 2 and len(lines(run)) == 2
+    assert train(root, run, resume=True, epochs=3, progress=False)["epochs"] == 3
+    assert [x["epoch"] for x in lines(run)] == [1, 2, 3] and load_checkpoint_state(run)["epoch"] == 3
+    with pytest.raises(ImitatorError, match="--resume"):
+        train(root, run, model_settings=TINY_MODEL, progress=False)
+
+
+def test_lip_loss_ablation_and_arkit_targets(corpus, tmp_path):
+    root, basis = corpus
+    cfg = TrainConfig(epochs=1, lr=1e-3, seed=2)
+    train(root, tmp_path / "verts", model_settings=TINY_MODEL, train_config=cfg, progress=False)
+    # ARKit weights expanded on the device give the same targets, hence the same run
+    train(root, tmp_path / "arkit", model_settings=TINY_MODEL, train_config=cfg, progress=False, arkit_basis=basis)
+    assert load_checkpoint_state(tmp_path / "arkit")["targets"] == "arkit"
+    a, b = lines(tmp_path / "verts")[0], lines(tmp_path / "arkit")[0]
+    for split in ("train", "val"):
+        for k in a[split]:
+            assert b[split][k] == pytest.approx(a[split][k], rel=1e-4)
+    # without the lip contact loss the term is 0 and the total is rec + 10 vel
+    train(root, tmp_path / "nolip", model_settings=TINY_MODEL, progress=False,
+          train_config=TrainConfig(epochs=1, lr=1e-3, seed=2, lip_loss=False))
+    c = lines(tmp_path / "nolip")[0]["train"]
+    assert c["lip_contact"] == 0 and c["total"] == pytest.approx(c["reconstruction"] + 10 * c["velocity"])
+
+
+def test_config_file_sections_or_flat(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"feature_dim": 32}, "train": {"lr": 3e-4}}))
+    assert read_config_file(path) == ({"feature_dim": 32}, {"lr": 3e-4})
+    path.write_text(json.dumps({"feature_dim": 32, "epochs": 5}))
+    assert read_config_file(path) == ({"feature_dim": 32}, {"epochs": 5})
+    path.write_text(json.dumps({"feature_dim": 32, "learning_rate": 5}))
+    with pytest.raises(ImitatorError, match="learning_rate"):
+        read_config_file(path)
+
+
+# --- resume after a hard kill ---------------------------------------------------------------------------
+def test_resume_after_sigkill_equals_uninterrupted_run(corpus, tmp_path):
+    """A run killed (SIGKILL) right after its first checkpoint, then resumed, ends with the epoch count
+    and the weights of an uninterrupted run with the same seed, bit for bit (CPU, 1 thread)."""
+    root, _ = corpus
+    epochs, seed = 5, 3
+    cmd = [PYTHON, entry_script(tmp_path), "train", "--data", root, "--config", config_file(tmp_path),
+           "--epochs", epochs, "--seed", seed, "--checkpoint-every", 1, "--threads", 1, "--quiet"]
+    cmd = [str(c) for c in cmd]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = run / "last" / "state.json"
+    deadline = time.monotonic() + 60
+    while not state_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint_state(run)
+    assert state is not None and not state["finished"], proc.stderr.read().decode()[-2000:]
+    assert state["epoch"] < epochs
+    done = subprocess.run(cmd + ["--out", str(run), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming {run} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}" in done.stderr
+
+    reference = tmp_path / "reference"
+    model, train_cfg = read_config_file(tmp_path / "tiny.json")
+    train(root, reference, model_settings=model, progress=False,
+          train_config=TrainConfig(**train_cfg, epochs=epochs, seed=seed, checkpoint_every=1))
+    assert [x["epoch"] for x in lines(run)] == list(range(1, epochs + 1))
+    assert load_checkpoint_state(run)["epoch"] == epochs and load_checkpoint_state(run)["finished"]
+    for a, b in zip(lines(run), lines(reference)):
+        assert a["train"] == b["train"] and a["val"] == b["val"]
+    for name in ("model.safetensors", "last/checkpoint.safetensors"):
+        got, want = weights(run / name), weights(reference / name)
+        assert got.keys() == want.keys()
+        for k in want:
+            if not k.startswith("rng."):
+                assert torch.equal(got[k], want[k]), (name, k)
+
+
+# --- data parallel ------------------------------------------------------------------------------------
+def test_torchrun_two_gloo_processes_equal_one_process_with_batch_two(corpus, tmp_path):
+    """DDP averages the gradients of the two processes' sequences: the same step as one process with
+    both sequences in its batch (dropout off so both runs see the same network)."""
+    root, _ = corpus
+    cfg = config_file(tmp_path, dropout=0.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           entry_script(tmp_path), "train", "--data", root, "--out", tmp_path / "ddp", "--config", cfg,
+           "--epochs", 2, "--device", "cpu", "--quiet"]
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint_state(tmp_path / "ddp")["world_size"] == 2
+
+    model, train_cfg = read_config_file(cfg)
+    train(root, tmp_path / "single", model_settings=model, progress=False,
+          train_config=TrainConfig(**train_cfg, epochs=2, batch_size=2))
+    got, want = weights(tmp_path / "ddp" / "model.safetensors"), weights(tmp_path / "single" / "model.safetensors")
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    for a, b in zip(lines(tmp_path / "ddp"), lines(tmp_path / "single")):
+        assert a["train"]["total"] == pytest.approx(b["train"]["total"], rel=1e-5)
+        assert a["val"]["total"] == pytest.approx(b["val"]["total"], rel=1e-5)
+
+
+# --- closure labels ---------------------------------------------------------------------------------------
+def test_closures_from_phones_or_detected_once_and_cached(tmp_path, monkeypatch):
+    from core.data import closure_labels
+    from core.data.closure_labels import closure_mask, corpus_closures, phone_intervals
+    from core.data.vocaset import open_corpus
+
+    assert phone_intervals(PHONES) == [Interval(0.2, 0.3, "M"), Interval(0.6, 0.65, "P")]
+    assert phone_intervals([{"phone": "b", "start": 0.1, "end": 0.2}, ["AH0", 0, 1]]) == [Interval(0.1, 0.2, "B")]
+    mask = closure_mask([Interval(0.2, 0.3, "M"), Interval(0.41, 0.43, "P"), Interval(5, 6, "B")], 10, 8)
+    assert np.flatnonzero(mask).tolist() == [2, 4]  # [0.2, 0.3) holds frame 2; the short P the nearest
+
+    root = tmp_path / "data"
+    write_tiny_corpus(root, phones=False)
+    corpus = open_corpus(root)
+    calls = []
+
+    def fake_detect(path, transcript=None):
+        calls.append((Path(path).name, transcript))
+        return [Interval(0.5, 0.6, "B")]
+
+    monkeypatch.setattr("core.bilabial.detect_closures", fake_detect)
+    cache = tmp_path / "closures.json"
+    first = corpus_closures(corpus, corpus.utterances, cache)
+    assert len(calls) == 6 and all(t == "mama papa" for _, t in calls)  # aligned to the transcript
+    assert first == {u.key: [Interval(0.5, 0.6, "B")] for u in corpus.utterances}
+    assert corpus_closures(corpus, corpus.utterances, cache) == first and len(calls) == 6  # cached
+    os.utime(corpus.utterances[0].wav, ns=(1, 1))  # a changed wav is detected again
+    corpus_closures(corpus, corpus.utterances, cache)
+    assert len(calls) == 7
+    assert json.loads(cache.read_text())["utterances"][corpus.utterances[1].key]["source"] == "aligned"
+    assert closure_labels.CACHE_VERSION == json.loads(cache.read_text())["version"]
+
+
+# --- generate CLI -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    train(corpus[0], folder, model_settings=TINY_MODEL, train_config=TrainConfig(epochs=1, lr=1e-3),
+          progress=False)
+    return folder
+
+
+def test_generate_cli_writes_animation_obj_frames_and_errors(corpus, tiny_model, tmp_path, capsys):
+    root, _ = corpus
+    audio = root / "wav" / "carl_s2.wav"
+    out = tmp_path / "anim.npz"
+    assert cli_main(["generate", "--audio", audio, "--model", tiny_model, "--style", "bert", "--fps", 24,
+                     "--device", "cpu", "--out", out, "--obj-dir", tmp_path / "frames"]) == 0
+    anim = Animation.load(out)
+    assert anim.fps == 24 and anim.num_frames == 24 and anim.num_vertices == V
+    model = Imitator.from_pretrained(tiny_model)
+    assert anim.basis.shape[0] == model.config.feature_dim
+    objs = sorted((tmp_path / "frames").glob("frame_*.obj"))
+    assert len(objs) == 24 and (tmp_path / "frames" / "audio.wav").is_file()
+    first = np.array([[float(x) for x in line.split()[1:]] for line in objs[0].read_text().splitlines()
+                      if line.startswith("v ")])
+    np.testing.assert_allclose(first, anim.vertices(slice(0, 1))[0], atol=1e-6)
+    # style by index = by name; the default style is the first one
+    assert cli_main(["generate", "--audio", audio, "--model", tiny_model, "--style", "1", "--fps", 24,
+                     "--out", tmp_path / "b.npz"]) == 0
+    np.testing.assert_allclose(Animation.load(tmp_path / "b.npz").weights, anim.weights, atol=1e-6)
+    capsys.readouterr()
+    assert cli_main(["generate", "--audio", audio, "--model", tiny_model, "--style", "zed", "--out",
+                     tmp_path / "c.npz"]) == 1
+    assert "unknown style 'zed'" in capsys.readouterr().err and not (tmp_path / "c.npz").exists()
+    assert cli_main(["generate", "--audio", tmp_path / "missing.wav", "--model", tiny_model, "--out",
+                     tmp_path / "d.npz"]) == 1
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_arkit_fit_recovers_weights_on_a_head_with_arkit_keys():
+    from core.arkit_fit import fit_arkit_weights
+    from core.faces.default_head import ARKIT_SHAPE_NAMES
+    from core.faces.head import Head
+
+    rng = np.random.default_rng(0)
+    Vh = 60  # 180 coordinates > 52 keys: independent keys, a unique solution
+    keys = {n: rng.normal(size=(Vh, 3)).astype(np.float32) * 1e-2 for n in ARKIT_SHAPE_NAMES}
+    head = Head("fake", rng.normal(size=(Vh, 3)).astype(np.float32), np.array([3], np.int32),
+                np.array([0, 1, 2], np.int32), keys)
+    w = rng.uniform(0, 1, size=(7, 52)).astype(np.float32)
+    w[0, :5] = 0.0  # on the bounds
+    w[1, :5] = 1.0
+    basis = np.stack([keys[n] for n in ARKIT_SHAPE_NAMES])
+    verts = head.vertices + np.einsum("tk,kvc->tvc", w, basis)
+    got, err = fit_arkit_weights(verts, head)
+    np.testing.assert_allclose(got, w, atol=1e-4)
+    assert err < 1e-5
+    # out-of-range motion is clipped to [0, 1] and the error says how far off it is
+    got, err = fit_arkit_weights(head.vertices + 3 * basis[:1], head)
+    assert got[0, 0] == pytest.approx(1.0) and err > 1e-3
+    with pytest.raises(ImitatorError, match="vertices"):
+        fit_arkit_weights(verts[:, :10], head)
+    assert sys.modules["core.arkit_fit"]  # imported lazily by generate --arkit-csv
