@@ -69,6 +69,9 @@ def test_two_epochs_write_best_model_metrics_and_checkpoint(corpus, tmp_path):
     state = load_checkpoint_state(run)
     assert state["epoch"] == 2 and state["finished"] and state["targets"] == "vertices"
 
+    # a kill between the two renames of a checkpoint swap leaves .last.old: it is used
+    os.replace(run / "last", run / ".last.old")
+    assert load_checkpoint_state(run)["epoch"] == 2
     # a finished run resumes to nothing; more epochs continue it; a second run needs --resume
     assert train(root, run, resume=True, progress=False)["epochs"] == 2 and len(lines(run)) == 2
     assert train(root, run, resume=True, epochs=3, progress=False)["epochs"] == 3
@@ -93,6 +96,30 @@ def test_lip_loss_ablation_and_arkit_targets(corpus, tmp_path):
           train_config=TrainConfig(epochs=1, lr=1e-3, seed=2, lip_loss=False))
     c = lines(tmp_path / "nolip")[0]["train"]
     assert c["lip_contact"] == 0 and c["total"] == pytest.approx(c["reconstruction"] + 10 * c["velocity"])
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(corpus, tmp_path):
+    root, _ = corpus
+    cfg = TrainConfig(epochs=5, lr=1e-3, patience=1, min_delta=1.0)  # nothing improves by 1.0
+    summary = train(root, tmp_path / "run", model_settings=TINY_MODEL, train_config=cfg, progress=False)
+    assert summary["stopped_early"] and summary["epochs"] == 2 and summary["best_epoch"] == 1
+    state = load_checkpoint_state(tmp_path / "run")
+    assert state["finished"] and state["stopped_early"] and len(lines(tmp_path / "run")) == 2
+    assert train(root, tmp_path / "run", resume=True, progress=False)["epochs"] == 2  # stays stopped
+
+
+def test_long_sequences_are_cropped_with_their_audio_and_closures():
+    from core.train import _crop, _Item
+
+    T, sr, fps = 30, 16000, 30.0
+    item = _Item("k", np.arange(sr, dtype=np.float32), np.arange(T, dtype=np.float32)[:, None],
+                 np.zeros((1, 3), np.float32), 0, np.arange(T) % 7 == 0)
+    got = _crop(item, 10, np.random.default_rng(0), sr, fps)
+    s = int(got.target[0, 0])
+    assert got.target[:, 0].tolist() == list(range(s, s + 10))
+    assert got.audio[0] == round(s * sr / fps) and len(got.audio) == round(10 * sr / fps)
+    assert got.closures.tolist() == [(s + i) % 7 == 0 for i in range(10)]
+    assert _crop(item, 30, np.random.default_rng(0), sr, fps) is item
 
 
 def test_config_file_sections_or_flat(tmp_path):
