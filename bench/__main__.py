@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench.bake_bench", "bench.render_bench", "bench.kv_cache_bench"]
+BENCHES = ["bench.bake_bench", "bench.render_bench", "bench.kv_cache_bench", "bench.bilabial_bench"]
 
 
 def main() -> int:
