@@ -56,6 +56,8 @@ def _synth(args: argparse.Namespace) -> int:
         ("LVE between subjects (mm)", d["lve_between_subjects_mm"]),
         ("LVE between subjects, same audio (mm)", d["lve_between_subjects_same_audio_mm"]),
         ("LVE within a subject, 2 renditions (mm)", d["lve_within_subject_mm"]),
+        *((f"closure detection P/R, {k.replace('_tol', ', +-')} frame", f"{v['precision']} / {v['recall']}")
+          for k, v in s["closure_detection"].items() if isinstance(v, dict)),
         ("generation time (s)", t["seconds"]),
         (f"utterances per minute ({t['jobs']} jobs)", t["utterances_per_minute"]),
     ]

@@ -76,6 +76,7 @@ class CorpusConfig:
     test_sentences: float = 0.1
     vertices: bool = True  # write vertices_npy (about 60 kB per frame for the default head)
     style_sentences: int = 3  # sentences used to measure style distances
+    detection_sample: int = 60  # utterances on which the bilabial detector is scored (0: none)
     motion: MotionConfig = field(default_factory=MotionConfig)
 
 
@@ -318,6 +319,33 @@ def style_distances(rig: _Rig, lips: np.ndarray, cfg: CorpusConfig,
 # The corpus
 
 
+def closure_detection_scores(folder: Path, records: list[dict], cfg: CorpusConfig) -> dict:
+    """Precision/recall of m/b/p closure frames found by forced alignment (core.bilabial, with
+    the transcript) against the engines' own phone timings, on a seeded sample of utterances."""
+    from .. import bilabial
+
+    rng = np.random.default_rng(cfg.seed + 7)
+    chosen = sorted(rng.permutation(len(records))[: cfg.detection_sample].tolist())
+    scores: dict[str, list] = {}
+    for k in chosen:
+        r = records[k]
+        found = bilabial.detect_closures(folder / "wav" / f"{r['name']}.wav", r["text"])
+        truth = [bilabial.Interval(a, b, phone) for phone, a, b in r["phones"]
+                 if phone in bilabial.BILABIALS]
+        for fps, tolerance in ((30, 0), (100, 0), (100, 1)):
+            n = int(np.ceil(r["duration"] * fps))
+            pair = (bilabial.closure_frames(found, fps, n), bilabial.closure_frames(truth, fps, n))
+            scores.setdefault(f"{fps}fps_tol{tolerance}", []).append(pair)
+    result: dict = {"utterances": len(chosen)}
+    for key, pairs in scores.items():
+        pred = np.concatenate([p for p, _ in pairs])
+        true = np.concatenate([t for _, t in pairs])
+        tol = int(key.rsplit("tol", 1)[1])
+        precision, recall = bilabial.precision_recall(pred, true, tolerance=tol)
+        result[key] = {"precision": round(precision, 3), "recall": round(recall, 3)}
+    return result
+
+
 def lip_vertices(head: Head) -> np.ndarray:
     """(L,) indices of the head's lip vertices."""
     r = head.regions
@@ -385,10 +413,12 @@ def build_corpus(out: Path, cfg: CorpusConfig, head: Head, jobs: int = 2,
                         raise
         seconds = time.perf_counter() - t0
         distances = style_distances(rig, lip_vertices(head), cfg, sentences)
+        detection = closure_detection_scores(tmp, records, cfg)
         with open(tmp / "templates.pkl", "wb") as f:
             pickle.dump({s: rig.template.copy() for s in subject_ids(cfg.subjects)}, f,
                         protocol=4)
         meta = _dataset_json(cfg, head, sentences, items, records, distances, seconds, jobs)
+        meta["summary"]["closure_detection"] = detection
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
