@@ -1,6 +1,6 @@
 """``python -m core generate``: speech audio -> Animation npz, optionally an OBJ sequence and an ARKit CSV.
 
-    python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX]
+    python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX|FILE.imstyle]
                             [--fps 24] [--device auto] --out anim.npz
                             [--obj-dir frames/] [--arkit-csv take.csv]
 
@@ -34,10 +34,15 @@ def default_model_path() -> Path:
                         f"(train one with `python -m core train`)")
 
 
-def parse_style(model, text: str | None) -> int | str:
-    """A style name of the model, or its index; None: the first style."""
+def parse_style(model, text: str | None):
+    """A style name of the model, its index, or an adapted profile (``*.imstyle``, checked against
+    the model); None: the first style."""
     if text is None:
         return 0
+    if text.endswith(".imstyle"):
+        from .style_profile import load_style_profile
+
+        return load_style_profile(Path(text), model)
     if text.isdigit():
         index = int(text)
         if index >= model.config.num_styles:
@@ -55,7 +60,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("--audio", type=Path, required=True, help="speech audio file (any rate, channels, length)")
     p.add_argument("--model", type=Path, help=f"model folder (default {DEFAULT_MODEL})")
-    p.add_argument("--style", help="style name or index (default: the model's first style)")
+    p.add_argument("--style", help="style name or index, or a profile from `adapt` (NAME.imstyle) "
+                                   "(default: the model's first style)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--method", choices=("rolling", "crossfade"), help="long-audio method (default: the model's)")

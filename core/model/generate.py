@@ -32,11 +32,13 @@ import torch
 
 from ..animation import Animation
 from ..errors import ImitatorError
+from ..style_profile import StyleProfile
 from .config import LONG_AUDIO_METHODS
 from .encoders import num_frames_for, prepare_audio
 from .imitator import Imitator
 
 Progress = Callable[[int, int | None], None]  # (frames done, frames in total or None if unknown)
+Style = int | str | torch.Tensor | StyleProfile | None  # a model style, a vector, or an adapted profile
 
 
 def crossfade_ramp(overlap: int) -> np.ndarray:
@@ -151,11 +153,12 @@ class _Crossfade(_Stream):
         self.forget_before(self.start)
 
 
-def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: int | str | torch.Tensor | None = None,
+def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: Style = None,
                     *, method: str | None = None, window: int | None = None, overlap: int | None = None,
                     context: float = 1.0, progress: Progress | None = None,
                     total_frames: int | None = None) -> np.ndarray:
-    """(T, d) motion weights for mono float32 blocks at the model's sample rate."""
+    """(T, d) motion weights for mono float32 blocks at the model's sample rate (a ``StyleProfile``
+    gives its style vector; its adapted basis is applied by ``to_animation``)."""
     cfg = model.config
     method = method or cfg.long_audio
     window = int(window or cfg.window)
@@ -169,6 +172,9 @@ def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: int | 
     was_training = model.training
     model.eval()
     try:
+        if isinstance(style, StyleProfile):
+            style.check_shapes(model)
+            style = style.style_tensor(model.style_embedding.weight)
         with torch.no_grad():
             style_vec = model.style_vector(0 if style is None else style).to(device)
         args = (model, style_vec, window, int(math.ceil(context * cfg.fps)), device)
@@ -186,10 +192,14 @@ def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: int | 
 
 
 def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | None = None,
-                 fps: float | None = None) -> Animation:
-    """Exact ``Animation``: basis = the motion decoder's last layer, optionally resampled to ``fps``."""
+                 fps: float | None = None, profile: StyleProfile | None = None) -> Animation:
+    """Exact ``Animation``: basis = the motion decoder's last layer (a profile's adapted one when it
+    has one), optionally resampled to ``fps``."""
     V = model.config.num_vertices
-    basis, bias = (t.detach().float().cpu().numpy() for t in model.basis())  # (d, 3V), (3V,)
+    if profile is not None:
+        basis, bias = profile.basis(model)  # (d, 3V), (3V,)
+    else:
+        basis, bias = (t.detach().float().cpu().numpy() for t in model.basis())
     template = model.template.detach().cpu().numpy() if template is None else np.asarray(template)
     if template.shape != (V, 3):
         raise ImitatorError(f"template has shape {template.shape}; this model animates a head with "
@@ -203,7 +213,7 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
     return anim
 
 
-def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: int | str | torch.Tensor | None = None,
+def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: Style = None,
              *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
              window: int | None = None, overlap: int | None = None, progress: Progress | None = None,
              block_seconds: float = 30.0) -> Animation:
@@ -215,10 +225,10 @@ def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: int | 
     total = num_frames_for(len(samples), sr, model.config.fps)
     weights = generate_stream(model, blocks, style, method=method, window=window, overlap=overlap,
                               progress=progress, total_frames=total)
-    return to_animation(model, weights, template, fps)
+    return to_animation(model, weights, template, fps, _profile(style))
 
 
-def generate_file(model: Imitator, path: str | os.PathLike, style: int | str | torch.Tensor | None = None,
+def generate_file(model: Imitator, path: str | os.PathLike, style: Style = None,
                   *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
                   window: int | None = None, overlap: int | None = None,
                   progress: Progress | None = None) -> Animation:
@@ -230,4 +240,8 @@ def generate_file(model: Imitator, path: str | os.PathLike, style: int | str | t
     total = num_frames_for(int(info.duration * sr), sr, model.config.fps)
     weights = generate_stream(model, stream_audio(Path(path), sr), style, method=method, window=window,
                               overlap=overlap, progress=progress, total_frames=total)
-    return to_animation(model, weights, template, fps)
+    return to_animation(model, weights, template, fps, _profile(style))
+
+
+def _profile(style: Style) -> StyleProfile | None:
+    return style if isinstance(style, StyleProfile) else None
