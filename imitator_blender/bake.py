@@ -98,6 +98,10 @@ def remove_bake(obj: bpy.types.Object) -> bool:
             kb = key.key_blocks.get(name)
             if kb is not None:
                 obj.shape_key_remove(kb)
+        for name, value in tag.get("restore", {}).items():  # keys a bake drove but did not create
+            kb = key.key_blocks.get(name)
+            if kb is not None:
+                kb.value = value
     del obj[TAG]
     return True
 

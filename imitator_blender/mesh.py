@@ -68,6 +68,7 @@ def create_head_object(head: Head, context: bpy.types.Context, name: str | None 
     for key_name, offset in head.shape_keys.items():
         kb = obj.shape_key_add(name=key_name, from_mix=False)
         kb.data.foreach_set("co", (verts + core_to_blender(offset)).astype(np.float32).ravel())
+        kb.value = 0.0  # Blender 5.0 adds keys at 1.0 (4.x at 0.0): the head starts at rest
     for other in context.view_layer.objects:
         other.select_set(False)
     obj.select_set(True)
