@@ -1,10 +1,17 @@
-"""The Imitator tab in the 3D View sidebar, in the order a user works: head, then bake."""
+"""The Imitator tab in the 3D View sidebar, in the order a user works:
+Head, Audio, Style, Generate, Bake options, Export."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import bpy
 
+from . import dependencies
 from .bake import TAG
+from .generate_operators import generate_busy
+from .preferences import DEFAULT_MODEL, SAMPLE_AUDIO, model_info
 
 
 class _ImitatorPanel:
@@ -22,6 +29,8 @@ class IMITATOR_PT_main(_ImitatorPanel, bpy.types.Panel):
         col = self.layout.column()
         if obj is not None and obj.type == "MESH":
             col.label(text=f"{obj.name}: {len(obj.data.vertices)} vertices", icon="MESH_DATA")
+        elif obj is not None:
+            col.label(text=f"'{obj.name}' is not a mesh; select a head", icon="ERROR")
         else:
             col.label(text="Select or add a head mesh", icon="INFO")
         if settings.last_report:
@@ -36,17 +45,82 @@ class IMITATOR_PT_head(_ImitatorPanel, bpy.types.Panel):
         col = self.layout.column(align=True)
         col.operator("imitator.add_default_head", icon="USER")
         col.operator("imitator.add_flame_head", icon="IMPORT")
+        obj = context.active_object
+        if obj is not None and obj.type == "MESH":
+            info = model_info(_model_folder(context))
+            self.layout.label(text=f"Model: {info}", icon="INFO")
 
 
-class IMITATOR_PT_bake(_ImitatorPanel, bpy.types.Panel):
-    bl_label = "Bake"
+class IMITATOR_PT_audio(_ImitatorPanel, bpy.types.Panel):
+    bl_label = "Audio"
     bl_parent_id = "IMITATOR_PT_main"
+
+    def draw(self, context):
+        settings = context.scene.imitator
+        col = self.layout.column()
+        col.prop(settings, "audio_path")
+        if SAMPLE_AUDIO.is_file():
+            col.operator("imitator.use_sample_audio", icon="SPEAKER")
+        col.prop(settings, "start_frame")
+        col.prop(settings, "fps_mode")
+
+
+class IMITATOR_PT_style(_ImitatorPanel, bpy.types.Panel):
+    bl_label = "Style"
+    bl_parent_id = "IMITATOR_PT_main"
+
+    def draw(self, context):
+        if importlib.util.find_spec(f"{__package__}.style_ui") is None:
+            self.layout.label(text="The model's default style", icon="INFO")
+            return
+        from .style_ui import draw_style_section
+
+        draw_style_section(self.layout, context)
+
+
+class IMITATOR_PT_generate(_ImitatorPanel, bpy.types.Panel):
+    bl_label = "Generate"
+    bl_parent_id = "IMITATOR_PT_main"
+
+    def draw(self, context):
+        settings = context.scene.imitator
+        state = context.window_manager.imitator_jobs
+        layout = self.layout
+        row = layout.row(align=True)
+        row.prop(settings, "model_folder")
+        row.operator("imitator.use_model_folder", text="", icon="LOOP_BACK").index = -1
+        missing = dependencies.missing_modules()
+        if missing:
+            box = layout.box()
+            box.label(text=f"Missing: {', '.join(missing)}", icon="ERROR")
+            box.operator("imitator.install_dependencies", icon="IMPORT")
+            if state.install_running:
+                box.progress(factor=state.install_progress, type="BAR", text=state.install_status[:60])
+            return
+        if generate_busy(context):
+            layout.progress(factor=state.generate_progress, type="BAR", text=state.generate_status[:60])
+            layout.operator("imitator.cancel_generate", icon="CANCEL")
+            return
+        layout.scale_y = 1.4
+        layout.operator("imitator.generate", icon="PLAY")
+        layout.scale_y = 1.0
+        if state.generate_status:
+            layout.label(text=state.generate_status)
+
+
+class IMITATOR_PT_bake_options(_ImitatorPanel, bpy.types.Panel):
+    bl_label = "Bake options"
+    bl_parent_id = "IMITATOR_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         settings = context.scene.imitator
         obj = context.active_object
         col = self.layout.column()
-        col.prop(settings, "start_frame")
+        col.prop(settings, "bake_mode", expand=True)
+        if settings.bake_mode == "ARKIT" and settings.fit_error_mm >= 0:
+            col.label(text=f"Last ARKit fit error: {settings.fit_error_mm:.2f} mm (largest vertex)")
+        col.separator()
         col.prop(settings, "animation_path")
         col.operator("imitator.bake_animation_file", icon="SHAPEKEY_DATA")
         col.operator("imitator.bake_test_motion", icon="PLAY")
@@ -55,4 +129,36 @@ class IMITATOR_PT_bake(_ImitatorPanel, bpy.types.Panel):
         row.operator("imitator.clear_bake", icon="TRASH")
 
 
-CLASSES = (IMITATOR_PT_main, IMITATOR_PT_head, IMITATOR_PT_bake)
+class IMITATOR_PT_export(_ImitatorPanel, bpy.types.Panel):
+    bl_label = "Export"
+    bl_parent_id = "IMITATOR_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        obj = context.active_object
+        col = self.layout.column(align=True)
+        col.enabled = obj is not None and TAG in obj
+        col.operator("imitator.export_npz", icon="EXPORT")
+        col.operator("imitator.export_obj_sequence", icon="EXPORT")
+        col.operator("imitator.export_arkit_csv", icon="EXPORT")
+
+
+class IMITATOR_OT_use_sample_audio(bpy.types.Operator):
+    """Use the short speech sample shipped with the extension"""
+
+    bl_idname = "imitator.use_sample_audio"
+    bl_label = "Use Sample Audio"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        context.scene.imitator.audio_path = str(SAMPLE_AUDIO)
+        return {"FINISHED"}
+
+
+def _model_folder(context) -> Path:
+    raw = context.scene.imitator.model_folder
+    return Path(bpy.path.abspath(raw)) if raw.strip() else DEFAULT_MODEL
+
+
+CLASSES = (IMITATOR_OT_use_sample_audio, IMITATOR_PT_main, IMITATOR_PT_head, IMITATOR_PT_audio,
+           IMITATOR_PT_style, IMITATOR_PT_generate, IMITATOR_PT_bake_options, IMITATOR_PT_export)

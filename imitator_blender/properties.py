@@ -1,6 +1,28 @@
-"""Per-scene settings shown in the sidebar."""
+"""Per-scene settings shown in the sidebar, and the window manager's state of running jobs.
+
+Scene settings are saved with the .blend; job state lives on the window manager, which is not
+saved, and is reset when a file loads (a job never outlives the session that started it).
+"""
 
 import bpy
+
+FPS_CHOICES = (
+    ("KEEP", "Keep scene rate", "Keep the scene's frame rate; the animation is resampled to it"),
+    ("MODEL", "Model rate", "Set the scene's frame rate to the model's (no resampling)"),
+    ("24", "24 fps", "Set the scene to 24 frames per second"),
+    ("25", "25 fps", "Set the scene to 25 frames per second"),
+    ("30", "30 fps", "Set the scene to 30 frames per second"),
+    ("50", "50 fps", "Set the scene to 50 frames per second"),
+    ("60", "60 fps", "Set the scene to 60 frames per second"),
+)
+
+BAKE_MODES = (
+    ("EXACT", "Exact basis",
+     "The model's output exactly: one shape key per motion basis vector (at most 65) and one curve each"),
+    ("ARKIT", "ARKit keys",
+     "Weights solved per frame onto the head's 52 ARKit shape keys (default head), editable by hand; "
+     "approximate, the fit error is shown"),
+)
 
 
 class ImitatorSceneSettings(bpy.types.PropertyGroup):
@@ -12,15 +34,61 @@ class ImitatorSceneSettings(bpy.types.PropertyGroup):
         name="Animation", description="An animation .npz (vertices, or basis + weights) to bake",
         subtype="FILE_PATH",
     )
+    audio_path: bpy.props.StringProperty(
+        name="Audio", description="Speech recording to animate (WAV, FLAC, OGG, MP3; any rate, any length)",
+        subtype="FILE_PATH",
+    )
+    fps_mode: bpy.props.EnumProperty(
+        name="Frame rate", items=FPS_CHOICES, default="KEEP",
+        description="Frame rate of the scene when Generate bakes",
+    )
+    model_folder: bpy.props.StringProperty(
+        name="Model", subtype="DIR_PATH",
+        description="Model folder (config.json + model.safetensors); empty: the shipped default model",
+    )
+    bake_mode: bpy.props.EnumProperty(name="Bake as", items=BAKE_MODES, default="EXACT")
     last_report: bpy.props.StringProperty(name="Status", default="")
+    fit_error_mm: bpy.props.FloatProperty(
+        name="Fit error", default=-1.0,
+        description="Largest vertex distance (mm) between the model's output and the ARKit-key bake "
+                    "(-1: no ARKit bake yet)",
+    )
 
 
-CLASSES = (ImitatorSceneSettings,)
+class ImitatorLogLine(bpy.types.PropertyGroup):
+    text: bpy.props.StringProperty()
+
+
+class ImitatorJobState(bpy.types.PropertyGroup):
+    """What the panels and the status bar show about running background jobs."""
+
+    generate_running: bpy.props.BoolProperty(default=False)
+    generate_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    generate_status: bpy.props.StringProperty(default="")
+    generate_cancel: bpy.props.BoolProperty(default=False)  # set by the Cancel button
+    generate_heartbeat: bpy.props.FloatProperty(default=-1e9)  # time.monotonic() of the last poll
+    install_running: bpy.props.BoolProperty(default=False)
+    install_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    install_status: bpy.props.StringProperty(default="")
+    install_log: bpy.props.CollectionProperty(type=ImitatorLogLine)
+    detected_device: bpy.props.StringProperty(default="")
+
+
+CLASSES = (ImitatorSceneSettings, ImitatorLogLine, ImitatorJobState)
+
+
+def reset_job_state(wm: bpy.types.WindowManager) -> None:
+    state = wm.imitator_jobs
+    state.generate_running = state.install_running = state.generate_cancel = False
+    state.generate_progress = state.install_progress = 0.0
+    state.generate_status = ""
 
 
 def register_properties() -> None:
     bpy.types.Scene.imitator = bpy.props.PointerProperty(type=ImitatorSceneSettings)
+    bpy.types.WindowManager.imitator_jobs = bpy.props.PointerProperty(type=ImitatorJobState)
 
 
 def unregister_properties() -> None:
+    del bpy.types.WindowManager.imitator_jobs
     del bpy.types.Scene.imitator

@@ -1,0 +1,94 @@
+"""Background work for operators: a worker thread that never touches bpy, polled from the main thread.
+
+The worker gets a ``report(fraction, text)`` callback (which raises ``JobCancelled`` once a cancel
+was asked for, so the work stops at its next report) and returns a plain Python result. The main
+thread calls ``poll()`` from a modal timer (or a loop when run headless) and applies the result
+itself: only the main thread reads or writes Blender data.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import ImitatorError
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[float, str], None]
+
+
+class JobCancelled(Exception):
+    """Raised inside the worker by ``report`` after ``cancel()``."""
+
+
+@dataclass
+class Progress:
+    fraction: float = 0.0
+    text: str = ""
+
+
+class BackgroundJob:
+    """Runs ``work(report)`` in a daemon thread; ``poll`` says where it is, ``result`` what it gave."""
+
+    def __init__(self, name: str, work: Callable[[Report], Any]):
+        self.name = name
+        self._work = work
+        self._events: queue.Queue[Progress] = queue.Queue()
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self.progress = Progress(0.0, "starting")
+        self.result: Any = None
+        self.error: str | None = None
+        self.cancelled = False
+        self._thread = threading.Thread(target=self._run, name=f"imitator-{name}", daemon=True)
+
+    # worker side ------------------------------------------------------------------------------
+    def _report(self, fraction: float, text: str) -> None:
+        if self._cancel.is_set():
+            raise JobCancelled
+        self._events.put(Progress(min(max(float(fraction), 0.0), 1.0), text))
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(self._report)
+        except JobCancelled:
+            self.cancelled = True
+        except ImitatorError as e:
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001 - a worker must never die silently
+            log.exception("%s job failed", self.name)
+            self.error = f"{self.name} failed: {type(e).__name__}: {' '.join(str(e).split())}"
+        finally:
+            if self._cancel.is_set():
+                self.cancelled = True
+            self._finished.set()
+
+    # main-thread side -------------------------------------------------------------------------
+    def start(self) -> "BackgroundJob":
+        self._thread.start()
+        return self
+
+    def poll(self) -> bool:
+        """Take the latest progress; True once the worker has ended (result, error or cancelled)."""
+        while True:
+            try:
+                self.progress = self._events.get_nowait()
+            except queue.Empty:
+                break
+        return self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop at its next report; its result, if any, will be ignored."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
