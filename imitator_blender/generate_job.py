@@ -8,6 +8,7 @@ only step that writes, and it runs as one operator step (one undo step).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -150,13 +151,12 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
 
 
 def _selected_style(context: bpy.types.Context) -> Any:
-    """The style chosen in the Style section (its module is optional): None = the model's first."""
-    try:
-        from . import style_ui
-    except ImportError:
+    """The style profile chosen in the Style section (None: the model's first style)."""
+    if importlib.util.find_spec(f"{__package__}.style_ui") is None:
         return None
-    choose = getattr(style_ui, "selected_style", None)
-    return choose(context) if choose is not None else None
+    from .style_ui import selected_style_path
+
+    return selected_style_path(context)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -261,6 +261,31 @@ def test_bad_input_cancel_and_busy_change_nothing(ext, setup, tmp_dir):
     finally:
         deps.missing_modules = real
 
+    # A style profile adapted with another model (the style list's selection).
+    profiles = ext.mod("core.style_profile")
+    model = ext.mod("core.model.checkpoint").from_pretrained(setup.folder)
+    style_ui = ext.mod("imitator_blender.style_ui")
+    wm = bpy.context.window_manager
+    vector = model.style_embedding.weight[:, 1].detach().numpy()  # the model's style "b"
+    meta = {"name": "other", "topology": head.topology, "num_vertices": head.num_vertices,
+            "base_model": "0" * 64}
+    profiles.StyleProfile(vector, meta=meta).save(style_ui.styles_dir() / "other.imstyle")
+    style_ui.refresh_styles(wm, select="other.imstyle")
+    refused("other.imstyle", "not with this model")
+    profiles.StyleProfile(vector, meta={**meta, "name": "mine", "base_model": profiles.model_hash(model)}).save(
+        style_ui.styles_dir() / "mine.imstyle")
+    style_ui.refresh_styles(wm, select="mine.imstyle")
+
     check_cancel_and_second_generate(ext)
-    assert bpy.ops.imitator.generate() == {"FINISHED"}  # and the good input still works
+    # The good input still works, with the chosen style: the model's style "b", not its default "a".
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
     assert snapshot() != before
+    generate_file = ext.mod("core.model.generate").generate_file
+    styled = generate_file(model, scene.imitator.audio_path, style=1).vertices()
+    plain = generate_file(model, scene.imitator.audio_path).vertices()
+    scene.render.fps_base = 1.0
+    scene.frame_set(scene.frame_start + scene.render.fps)  # 1 s in: model frame 30
+    co = evaluated(obj)
+    rest = to_blender(head.vertices)
+    assert np.abs(co - (rest + to_blender(styled[30] - head.vertices))).max() < 2e-5
+    assert np.abs(co - (rest + to_blender(plain[30] - head.vertices))).max() > 1e-4
