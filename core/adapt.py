@@ -331,6 +331,13 @@ def _run_stage(stage: int, fit: _Fit, params: dict[str, torch.Tensor], lrs: dict
                ) -> dict[str, Any]:
     """Adam on ``params`` (deltas, scaled inside ``forward``); keeps the step with the best held-out
     loss (the training loss without a held-out tail) and stops after ``patience`` steps without one."""
+    from .model.imitator import _single_thread
+
+    with _single_thread():  # (T, r) tensors: a second thread only waits (8x slower on a loaded 2-core box)
+        return _stage_loop(stage, fit, params, lrs, forward, steps, settings, progress, cancel)
+
+
+def _stage_loop(stage, fit, params, lrs, forward, steps, settings, progress, cancel) -> dict[str, Any]:
     optimizer = torch.optim.Adam([{"params": [p], "lr": lrs[k]} for k, p in params.items()])
     best, best_state, since, done = math.inf, None, 0, 0
     stopped_early = False

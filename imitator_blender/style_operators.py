@@ -8,6 +8,7 @@ with a timer shows progress, Esc cancels and nothing is written. Scripts and hea
 (``execute``) use the same job and wait for it.
 """
 
+import importlib.util
 import shutil
 import time
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ def gather_request(context: bpy.types.Context, model_dir: str = "") -> AdaptRequ
     """Read the Adapt Style inputs; raises a one-line ImitatorError and changes nothing if refused."""
     settings = context.scene.imitator_adapt
     name = clean_name(settings.style_name)
+    missing = [m for m in ("torch", "safetensors") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImitatorError(f"Adapt Style needs {', '.join(missing)}; press Install dependencies in "
+                            f"Preferences > Add-ons > Imitator")
     request = AdaptRequest(name=name, model_dir=_model_dir(settings, model_dir), device=_device(context),
                            head_cache=user_dir("cache"), lip_closures=settings.lip_closures,
                            transcript=settings.transcript.strip(),

@@ -1,0 +1,217 @@
+"""Style adaptation on held-out subjects (the paper's Table 1): how much a short reference helps.
+
+    .venv/bin/python -m bench.adapt_bench --model RUN --data CORPUS [--lengths 2.5 5 10 20]
+                                          [--steps1 300 --steps2 300] [--threads 2] [--seed 0]
+
+For every test subject of the corpus (never trained on), the reference is cut from their
+train-sentence utterances (seeded order, concatenated, exactly L seconds) and the model is adapted
+to it: stage 1 alone (style vector) and stages 1+2 (+ the motion decoder's final layer). Each
+profile, and the generic model (the mean of the training styles), then speaks the subject's
+test-sentence utterances (sentences no one was trained on); lip vertex error, mean vertex error and
+the m/b/p closure rate are pooled over subjects (``core.metrics.MetricSums``). Closures for the lip
+contact loss come from the corpus's phone timings; a separate timing row adapts a 10 s reference
+the way a user's clip is adapted (closures recognized in the audio, all stages), on ``--threads``.
+
+Acceptance (issue 6): with 5 s of reference, adapted LVE <= 0.6 x the generic model's; mean vertex
+error and closure rate no worse; a 10 s clip adapts in <= 60 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import report
+from core.adapt import AdaptSettings, adapt
+from core.data.clips import Clip
+from core.data.closure_labels import closure_mask, utterance_closures
+from core.data.vocaset import open_corpus
+from core.metrics import MetricSums, resolve_regions
+from core.model.checkpoint import from_pretrained
+from core.style_profile import StyleProfile, model_hash
+
+
+@dataclass
+class TestUtterance:
+    key: str
+    visemes: torch.Tensor  # (T, d), computed once: every style reuses them
+    target: np.ndarray  # (T, V, 3)
+    template: np.ndarray
+    intervals: list
+
+
+def sentence_sets(corpus, subject: str) -> tuple[list, list]:
+    """(train-sentence, test-sentence) utterances of a subject: dataset.json's sentence splits, else
+    the first and second half of the subject's utterances."""
+    mine = sorted((u for u in corpus.utterances if u.subject == subject), key=lambda u: u.sentence)
+    pools = corpus.info.get("sentence_splits")
+    if isinstance(pools, dict) and pools.get("train") and pools.get("test"):
+        train, test = set(pools["train"]), set(pools["test"])
+        return [u for u in mine if u.sentence in train], [u for u in mine if u.sentence in test]
+    half = len(mine) // 2
+    return mine[:half], mine[half:]
+
+
+def reference_clip(model, corpus, utterances: list, seconds: float, rng: np.random.Generator) -> tuple[Clip, np.ndarray]:
+    """The subject's utterances in a seeded order, concatenated and cut to ``seconds``; with the
+    closure mask of the corpus's phone timings at the model fps."""
+    fps, sr = model.config.fps, model.config.sample_rate
+    need = int(round(seconds * fps))
+    verts, audio, masks, have = [], [], [], 0
+    for i in rng.permutation(len(utterances)):
+        utt = utterances[i]
+        v = corpus.read_vertices(utt, fps)
+        a = corpus.read_audio(utt, sr)
+        a = np.pad(a, (0, max(0, int(round(len(v) / fps * sr)) - len(a))))[: int(round(len(v) / fps * sr))]
+        verts.append(v)
+        audio.append(a)
+        masks.append(closure_mask(utterance_closures(utt)[0], fps, len(v)))
+        have += len(v)
+        if have >= need:
+            break
+    if have < need:
+        raise SystemExit(f"{utterances[0].subject}: only {have / fps:.1f} s of train-sentence speech, "
+                         f"{seconds} s asked for")
+    v = np.concatenate(verts)[:need]
+    a = np.concatenate(audio)[: int(round(need / fps * sr))]
+    return Clip(v, fps, a, sr), np.concatenate(masks)[:need]
+
+
+def test_set(model, corpus, utterances: list) -> list[TestUtterance]:
+    fps, sr = model.config.fps, model.config.sample_rate
+    out = []
+    with torch.no_grad():
+        for utt in utterances:
+            target = corpus.read_vertices(utt, fps)
+            audio = torch.from_numpy(corpus.read_audio(utt, sr))[None]
+            visemes = model.viseme_features(model.audio_features(audio, len(target)))[0]
+            out.append(TestUtterance(utt.key, visemes, target, corpus.templates[utt.subject],
+                                     utterance_closures(utt)[0]))
+    return out
+
+
+def predict(model, utt: TestUtterance, style: StyleProfile | torch.Tensor) -> np.ndarray:
+    """(T, V, 3) vertices in a style: hidden(visemes + style) through the (adapted) final layer."""
+    vector = torch.from_numpy(style.style) if isinstance(style, StyleProfile) else style
+    with torch.no_grad():
+        h = model.motion_decoder.hidden((utt.visemes + vector)[None])[0].numpy()  # (T, d)
+    if isinstance(style, StyleProfile):
+        basis, bias = style.basis(model)
+    else:
+        basis, bias = (t.detach().numpy() for t in model.basis())
+    return utt.template + (h @ basis + bias).reshape(len(h), -1, 3)
+
+
+def score(model, regions, tests: list[TestUtterance], style, sums: MetricSums | None = None) -> MetricSums:
+    sums = sums or MetricSums(regions, model.config.fps)
+    for utt in tests:
+        sums.add(predict(model, utt, style), utt.target, utt.template, utt.intervals)
+    return sums
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="model folder (config.json + model.safetensors)")
+    parser.add_argument("--data", type=Path, required=True, help="corpus folder (the synthetic corpus)")
+    parser.add_argument("--lengths", type=float, nargs="+", default=[2.5, 5.0, 10.0, 20.0],
+                        help="reference lengths in seconds")
+    parser.add_argument("--steps1", type=int, default=AdaptSettings.steps1)
+    parser.add_argument("--steps2", type=int, default=AdaptSettings.steps2)
+    parser.add_argument("--subjects", type=int, help="use the first N test subjects only")
+    parser.add_argument("--test-utterances", type=int, help="evaluate on at most N utterances per subject")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2: the acceptance setting)")
+    parser.add_argument("--seed", type=int, default=0, help="order of the reference utterances")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imitator",
+                        help="default head cache (the lip regions)")
+    parser.add_argument("--no-timing", action="store_true", help="skip the user-path timing row")
+    parser.add_argument("--name", default="adapt", help="results/<name>.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    corpus = open_corpus(args.data)
+    regions = resolve_regions(corpus, argparse.Namespace(lip_mask=None, flame_masks=None,
+                                                         cache_dir=args.cache_dir)).check(corpus.num_vertices)
+    model = from_pretrained(args.model, "cpu", topology=str(corpus.info.get("topology", "")) or None)
+    model_id = model_hash(model)
+    subjects = corpus.split_subjects("test")[: args.subjects] if args.subjects else corpus.split_subjects("test")
+    mean_style = model.style_embedding.weight.detach().t().mean(0)
+    print(f"{args.model}: {len(model.config.styles)} training styles; test subjects {', '.join(subjects)}")
+
+    pooled: dict[tuple, MetricSums] = {}
+    seconds: dict[tuple, list[float]] = {}
+    per_subject = []
+    timing = None
+    for subject in subjects:
+        train_utts, test_utts = sentence_sets(corpus, subject)
+        test_utts = test_utts[: args.test_utterances] if args.test_utterances else test_utts
+        tests = test_set(model, corpus, test_utts)
+        generic = score(model, regions, tests, mean_style)
+        score(model, regions, tests, mean_style, pooled.setdefault(("-", "generic (mean style)"),
+                                                                    MetricSums(regions, model.config.fps)))
+        record = {"subject": subject, "test_utterances": len(tests), "generic": generic.result(), "adapted": []}
+        for length in args.lengths:
+            rng = np.random.default_rng([args.seed, sum(map(ord, subject))])
+            clip, mask = reference_clip(model, corpus, train_utts, length, rng)
+            for label, steps2 in (("stage 1", 0), ("stages 1+2", args.steps2)):
+                settings = AdaptSettings(steps1=args.steps1, steps2=steps2)
+                t0 = time.perf_counter()
+                profile = adapt(model, clip, name=f"{subject}-{length:g}s", settings=settings, closures=mask,
+                                template=corpus.templates[subject], model_id=model_id)
+                took = time.perf_counter() - t0
+                key = (f"{length:g} s", label)
+                score(model, regions, tests, profile, pooled.setdefault(key, MetricSums(regions, model.config.fps)))
+                seconds.setdefault(key, []).append(took)
+                mine = score(model, regions, tests, profile).result()
+                losses = profile.meta["losses"]
+                record["adapted"].append({"seconds_of_reference": length, "method": label, "adapt_s": round(took, 2),
+                                          "init": profile.meta["init"], "metrics": mine, "losses": losses})
+                print(f"  {subject} {length:>4g} s {label:<10}  LVE {mine['lip_vertex_error_mm']:.3f} mm "
+                      f"(generic {record['generic']['lip_vertex_error_mm']:.3f})  {took:.1f} s")
+        per_subject.append(record)
+        if timing is None and not args.no_timing:  # the user's path: closures recognized in the audio
+            clip, _ = reference_clip(model, corpus, train_utts, 10.0, np.random.default_rng(args.seed))
+            t0 = time.perf_counter()
+            profile = adapt(model, clip, settings=AdaptSettings(steps1=args.steps1, steps2=args.steps2),
+                            closures="auto", template=corpus.templates[subject])
+            timing = {"clip_s": 10.0, "wall_s": round(time.perf_counter() - t0, 2), "threads": args.threads,
+                      "closures": profile.meta["closures"], "adapt_s_inside": profile.meta["seconds"],
+                      "steps": {k: profile.meta["losses"][k]["steps"] for k in ("stage1", "stage2")
+                                if k in profile.meta["losses"]}}
+
+    base = pooled[("-", "generic (mean style)")].result()
+    rows = []
+    for (length, label), sums in pooled.items():
+        r = sums.result()
+        rows.append({
+            "reference": length, "method": label,
+            "LVE_mm": r["lip_vertex_error_mm"], "LVE_x1e-5": r["lip_vertex_error_sq_x1e-5"],
+            "LVE_vs_generic": r["lip_vertex_error_mm"] / base["lip_vertex_error_mm"],
+            "MVE_mm": r["mean_vertex_error_mm"],
+            "closure_rate": r["bilabial_closure_rate"] if r["bilabial_closure_rate"] is not None else float("nan"),
+            "adapt_s": float(np.mean(seconds[(length, label)])) if (length, label) in seconds else 0.0,
+        })
+    if timing is not None:
+        print(f"user path: a 10 s clip (closures {timing['closures']['source']}) adapts in {timing['wall_s']} s "
+              f"on {args.threads} threads")
+    five = [r for r in rows if r["reference"] == "5 s" and r["method"] == "stages 1+2"]
+    verdict = None
+    if five:
+        f = five[0]
+        verdict = {"lve_ratio_5s": round(f["LVE_vs_generic"], 3), "lve_ok": f["LVE_vs_generic"] <= 0.6,
+                   "mve_ok": f["MVE_mm"] <= base["mean_vertex_error_mm"],
+                   "closure_ok": not (f["closure_rate"] < (base["bilabial_closure_rate"] or 0.0)),
+                   "time_ok": None if timing is None else timing["wall_s"] <= 60.0}
+        print(f"acceptance (5 s, stages 1+2): {verdict}")
+    report(args.name, rows, {"model": str(args.model), "data": str(args.data), "subjects": subjects,
+                             "steps": [args.steps1, args.steps2], "seed": args.seed, "threads": args.threads,
+                             "timing_10s_user_path": timing, "acceptance": verdict,
+                             "gt_closure_rate": base["gt_bilabial_closure_rate"], "per_subject": per_subject})
+
+
+if __name__ == "__main__":
+    main()
