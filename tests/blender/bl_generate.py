@@ -289,3 +289,110 @@ def test_bad_input_cancel_and_busy_change_nothing(ext, setup, tmp_dir):
     rest = to_blender(head.vertices)
     assert np.abs(co - (rest + to_blender(styled[30] - head.vertices))).max() < 2e-5
     assert np.abs(co - (rest + to_blender(plain[30] - head.vertices))).max() > 1e-4
+
+
+class FakeLayout:
+    """Stands in for bpy.types.UILayout (headless Blender cannot draw): records what a draw
+    function asks for and checks properties, operators and icons exist, as Blender would."""
+
+    ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):  # column, row, box, split, template_list, ... -> a child layout
+        def child(*args, **kwargs):
+            self._icon(kwargs)
+            self.log.append((name, args, kwargs))
+            return FakeLayout(self.log)
+        return child
+
+    def _icon(self, kwargs):
+        assert kwargs.get("icon", "NONE") in self.ICONS, kwargs["icon"]
+
+    def label(self, text="", icon="NONE", **kwargs):
+        self._icon({"icon": icon})
+        self.log.append(("label", text))
+
+    def prop(self, data, name, **kwargs):
+        self._icon(kwargs)
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        self._icon(kwargs)
+        category, _, op = idname.partition(".")
+        getattr(getattr(bpy.ops, category), op).get_rna_type()  # KeyError if not registered
+        self.log.append(("operator", idname))
+        return SimpleNamespace()  # operator properties are set on it
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        assert 0 <= factor <= 1
+        self.log.append(("progress", text))
+
+
+def draw(cls, context, target=None):
+    """Run a panel's (or the preferences') draw with a fake layout; returns what it drew."""
+    log = []
+
+    class Proxy:
+        layout = FakeLayout(log)
+
+        def __getattr__(self, name):
+            return getattr(target, name)
+
+    cls.draw(Proxy(), context)
+    return log
+
+
+def test_sidebar_and_preferences_draw_in_every_state(ext, tmp_dir):
+    panels = ext.mod("imitator_blender.panels")
+    ops = ext.mod("imitator_blender.generate_operators")
+    deps = ext.mod("imitator_blender.dependencies")
+    ctx = bpy.context
+    state = ctx.window_manager.imitator_jobs
+    order = [c.bl_label for c in panels.CLASSES if issubclass(c, bpy.types.Panel) and getattr(c, "bl_parent_id", "")]
+    assert order == ["Head", "Audio", "Style", "Generate", "Bake options", "Export"]
+
+    def everything():
+        drawn = []
+        for cls in panels.CLASSES:
+            if issubclass(cls, bpy.types.Panel):
+                drawn += draw(cls, ctx)
+        prefs = ctx.preferences.addons[ext.module].preferences
+        drawn += draw(type(prefs), ctx, prefs)
+        return drawn
+
+    bpy.ops.object.select_all(action="DESELECT")
+    ctx.view_layer.objects.active = None
+    assert ("label", "Select or add a head mesh") in everything()
+    ctx.view_layer.objects.active = bpy.data.objects["Cube"]
+    drawn = everything()
+    assert ("operator", "imitator.generate") in drawn or any("Missing" in str(d) for d in drawn)
+    # Packages missing: the Generate section offers the installer instead of the button.
+    real = deps.missing_modules
+    deps.missing_modules = lambda modules=deps.GENERATE_MODULES: ["torch"]
+    try:
+        drawn = draw(panels.IMITATOR_PT_generate, ctx)
+    finally:
+        deps.missing_modules = real
+    assert ("operator", "imitator.install_dependencies") in drawn
+    assert ("operator", "imitator.generate") not in drawn
+    # While a Generate runs: its progress and a Cancel button; the status bar shows it too.
+    state.generate_running, state.generate_progress, state.generate_status = True, 0.4, "running the model"
+    state.generate_heartbeat = time.monotonic()
+    deps.missing_modules = lambda modules=deps.GENERATE_MODULES: []
+    try:
+        drawn = draw(panels.IMITATOR_PT_generate, ctx)
+    finally:
+        deps.missing_modules = real
+    assert ("progress", "running the model") in drawn and ("operator", "imitator.cancel_generate") in drawn
+    log = []
+    ops._draw_status_bar(SimpleNamespace(layout=FakeLayout(log)), ctx)
+    assert ("progress", "Imitator: running the model") in log
+    # An installer run with its log; the preferences list the pinned packages.
+    state.install_running, state.install_progress, state.install_status = True, 0.5, "Collecting torch"
+    state.install_log.add().text = "Collecting torch==2.13.0"
+    drawn = everything()
+    assert ("label", "Collecting torch==2.13.0") in drawn and ("progress", "Collecting torch") in drawn
+    assert any(d[0] == "label" and d[1].startswith("torch") for d in drawn)

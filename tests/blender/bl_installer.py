@@ -83,7 +83,7 @@ def test_install_from_a_wheel_folder_and_failures_keep_the_previous_set(ext, tmp
     assert str(second.resolve()) in sys.path and str(first.resolve()) not in sys.path
 
 
-def test_pins_and_pip_commands(ext, tmp_dir):
+def test_pins_pip_commands_and_manifest(ext, tmp_dir):
     deps = ext.mod("imitator_blender.dependencies")
     # The installer's pins are pyproject's.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -105,3 +105,9 @@ def test_pins_and_pip_commands(ext, tmp_dir):
     assert Path(offline[0][offline[0].index("--target") + 1]).is_relative_to(tmp_dir)
     # What Generate needs is checked without importing anything.
     assert deps.missing_modules(["imitator_not_a_module", "json"]) == ["imitator_not_a_module"]
+    # The manifest declares the network (used only by the installer), with reasons terse enough for
+    # Blender's strict manifest check (the extensions platform's).
+    permissions = tomllib.loads((ROOT / "blender_manifest.toml").read_text())["permissions"]
+    assert set(permissions) == {"files", "network"} and "Install Dependencies" in permissions["network"]
+    for reason in permissions.values():
+        assert len(reason) <= 64 and reason[-1].isalnum(), reason
