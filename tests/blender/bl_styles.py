@@ -124,6 +124,47 @@ class Scene:
         return ops.read_object_frames(bpy.context, self.obj, scene.frame_start, scene.frame_end)
 
 
+class FakeLayout:
+    """Records a panel draw and checks what it names: properties, operators, list types, icons
+    (a headless Blender cannot draw; a typo there would only show in the UI)."""
+
+    ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, calls):
+        self.calls, self.enabled = calls, True
+
+    def column(self, **_):
+        return self
+
+    row = box = column
+
+    def separator(self, **_):
+        pass
+
+    def _icon(self, icon):
+        assert icon in self.ICONS, icon
+
+    def label(self, text="", icon="NONE"):
+        self._icon(icon)
+        self.calls.append(("label", text))
+
+    def prop(self, data, name, icon="NONE", **_):
+        self._icon(icon)
+        assert name in data.bl_rna.properties, name
+        self.calls.append(("prop", name))
+
+    def operator(self, idname, icon="NONE", **_):
+        self._icon(icon)
+        module, name = idname.split(".")
+        getattr(getattr(bpy.ops, module), name).get_rna_type()  # KeyError if not registered
+        self.calls.append(("operator", idname))
+
+    def template_list(self, listtype, list_id, data, prop, active_data, active_prop, **_):
+        assert hasattr(bpy.types, listtype) and prop in data.bl_rna.properties
+        assert active_prop in active_data.bl_rna.properties
+        self.calls.append(("list", prop))
+
+
 def rms_to_actor(scene, style, seed=7):
     audio = speech_like(2.0, seed)
     gt = scene.generate(scene.model, audio, SR, scene.style).vertices()
@@ -170,6 +211,17 @@ def test_adapt_from_an_animated_object_generate_with_it_and_manage_the_list(ext,
     ext.mod("imitator_blender.bake").bake_animation(s.obj, anim, bpy.context.scene, 1.0)
     back = s.obj_frames()
     assert np.sqrt(((back - frames[: len(back)]) ** 2).sum(-1).mean()) < 0.5 * rms_to_actor(s, generic, seed=1)
+
+    # the panel section and the list rows name only what exists
+    calls = []
+    ui.draw_style_section(FakeLayout(calls), bpy.context)
+    for source in ("FILE", "OBJECT"):
+        bpy.context.scene.imitator_adapt.source = source
+        ui.draw_style_section(FakeLayout(calls), bpy.context)
+    assert ("operator", "imitator.adapt_style") in calls and ("prop", "clip_path") in calls
+    item = wm.imitator_styles[0]
+    ui.IMITATOR_UL_styles.draw_item(None, bpy.context, FakeLayout(calls), wm, item, 0, wm,
+                                    "imitator_style_index")
 
     # the list survives a restart: it is rebuilt from the folder
     wm.imitator_styles.clear()
