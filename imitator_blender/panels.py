@@ -8,8 +8,10 @@ from pathlib import Path
 
 import bpy
 
+from ..core.errors import ImitatorError
 from . import dependencies
 from .bake import TAG
+from .generate_job import mesh_topology, read_model_config
 from .generate_operators import generate_busy
 from .preferences import DEFAULT_MODEL, SAMPLE_AUDIO, model_info
 
@@ -47,8 +49,8 @@ class IMITATOR_PT_head(_ImitatorPanel, bpy.types.Panel):
         col.operator("imitator.add_flame_head", icon="IMPORT")
         obj = context.active_object
         if obj is not None and obj.type == "MESH":
-            info = model_info(_model_folder(context))
-            self.layout.label(text=f"Model: {info}", icon="INFO")
+            text, icon = head_model_match(context, obj)
+            self.layout.label(text=text, icon=icon)
 
 
 class IMITATOR_PT_audio(_ImitatorPanel, bpy.types.Panel):
@@ -153,6 +155,22 @@ class IMITATOR_OT_use_sample_audio(bpy.types.Operator):
     def execute(self, context):
         context.scene.imitator.audio_path = str(SAMPLE_AUDIO)
         return {"FINISHED"}
+
+
+def head_model_match(context, obj) -> tuple[str, str]:
+    """Whether the selected mesh has the model's topology (vertex count and polygons)."""
+    folder = _model_folder(context)
+    try:
+        config = read_model_config(folder, shipped=not context.scene.imitator.model_folder.strip())
+    except ImitatorError:
+        if not context.scene.imitator.model_folder.strip():
+            return "No shipped model in this build: choose a model folder (Generate)", "ERROR"
+        return f"Model: {model_info(folder)}", "ERROR"
+    V, model_V = len(obj.data.vertices), config.get("num_vertices", "?")
+    topology = config.get("topology") or ""
+    if V != model_V or (topology and topology != mesh_topology(obj)):
+        return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
+    return f"'{obj.name}' fits the model {folder.name}", "CHECKMARK"
 
 
 def _model_folder(context) -> Path:

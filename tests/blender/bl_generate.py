@@ -366,8 +366,22 @@ def test_sidebar_and_preferences_draw_in_every_state(ext, tmp_dir):
     bpy.ops.object.select_all(action="DESELECT")
     ctx.view_layer.objects.active = None
     assert ("label", "Select or add a head mesh") in everything()
-    ctx.view_layer.objects.active = bpy.data.objects["Cube"]
+    cube = bpy.data.objects["Cube"]
+    ctx.view_layer.objects.active = cube
     drawn = everything()
+    assert ("label", "No shipped model in this build: choose a model folder (Generate)") in drawn
+    # The Head section says whether the selected mesh fits the model.
+    head, obj = default_head(ext)
+    (tmp_dir / "model").mkdir()  # the panel reads only config.json (no torch while drawing)
+    (tmp_dir / "model" / "config.json").write_text(json.dumps(
+        {"encoder": "logmel", "num_vertices": head.num_vertices, "topology": head.topology}))
+    ctx.scene.imitator.model_folder = str(tmp_dir / "model")
+    assert ("label", f"'{obj.name}' fits the model model") in everything()
+    ctx.view_layer.objects.active = cube
+    drawn = everything()
+    assert ("label", "'Cube' does not fit the model (8 vs 5034 vertices or other polygons)") in drawn
+    ctx.scene.imitator.model_folder = str(tmp_dir / "missing")
+    assert ("label", "Model: folder not found") in everything()
     assert ("operator", "imitator.generate") in drawn or any("Missing" in str(d) for d in drawn)
     # Packages missing: the Generate section offers the installer instead of the button.
     real = deps.missing_modules
