@@ -8,7 +8,6 @@ with a timer shows progress, Esc cancels and nothing is written. Scripts and hea
 (``execute``) use the same job and wait for it.
 """
 
-import importlib.util
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from ..core.errors import ImitatorError
 from ..core.faces.head import topology_hash
 from ..core.fileio import atomic_write
 from ..core.style_profile import SUFFIX, StyleProfile, read_profile_info
+from . import dependencies
+from .generate_job import INSTALL_HINT, resolve_model_folder
 from .jobs import BackgroundJob
 from .mesh import blender_to_core, require_mesh
 from .preferences import prefs, user_dir
@@ -38,7 +39,7 @@ class AdaptRequest:
 
     name: str
     model_dir: Path
-    device: str
+    device: str  # AUTO, CUDA or CPU (the preferences)
     head_cache: Path
     lip_closures: bool = True
     transcript: str = ""
@@ -54,38 +55,23 @@ class AdaptRequest:
     audio_offset_s: float = 0.0  # where the first frame falls in audio_path (a sound strip)
 
 
-def default_model_dir() -> Path:
-    from ..core.generate_cli import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
-
-
-def _model_dir(settings, override: str) -> Path:
-    raw = override or settings.model_dir
-    folder = Path(bpy.path.abspath(raw)) if raw else default_model_dir()
+def _model_dir(context, override: str) -> Path:
+    """The Generate section's model (a profile only works with the model it was adapted with)."""
+    folder = Path(bpy.path.abspath(override)) if override else resolve_model_folder(context)
     if not (folder / "config.json").is_file():
-        if not raw:
-            raise ImitatorError(f"no model to adapt: {folder} holds none yet; choose a model folder "
-                                f"in Adapt Style > Model")
-        raise ImitatorError(f"{folder}: not a model folder (no config.json); choose the folder "
-                            f"holding config.json and model.safetensors")
+        raise ImitatorError(f"{folder}: no model there (no config.json); choose the model folder in the "
+                            f"Generate section")
     return folder
-
-
-def _device(context) -> str:
-    choice = str(getattr(prefs(context), "device", "CPU")).lower()
-    return choice if choice in ("auto", "cuda", "cpu") else "cpu"
 
 
 def gather_request(context: bpy.types.Context, model_dir: str = "") -> AdaptRequest:
     """Read the Adapt Style inputs; raises a one-line ImitatorError and changes nothing if refused."""
     settings = context.scene.imitator_adapt
     name = clean_name(settings.style_name)
-    missing = [m for m in ("torch", "safetensors") if importlib.util.find_spec(m) is None]
+    missing = dependencies.missing_modules()
     if missing:
-        raise ImitatorError(f"Adapt Style needs {', '.join(missing)}; press Install dependencies in "
-                            f"Preferences > Add-ons > Imitator")
-    request = AdaptRequest(name=name, model_dir=_model_dir(settings, model_dir), device=_device(context),
+        raise ImitatorError(f"Missing Python packages: {', '.join(missing)}; {INSTALL_HINT}")
+    request = AdaptRequest(name=name, model_dir=_model_dir(context, model_dir), device=prefs(context).device,
                            head_cache=user_dir("cache"), lip_closures=settings.lip_closures,
                            transcript=settings.transcript.strip(),
                            steps1=settings.steps1, steps2=settings.steps2)
@@ -210,10 +196,10 @@ def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
     """Load the model and the clip, adapt; ``report(fraction, text)`` raises once cancelled."""
     from ..core.adapt import AdaptSettings, adapt
     from ..core.model.checkpoint import from_pretrained
-    from ..core.train import pick_device
+    from .generate_job import resolve_device
 
     report(0.0, "Loading the model")
-    model = from_pretrained(request.model_dir, pick_device(request.device))
+    model = from_pretrained(request.model_dir, resolve_device(request.device))
     report(0.02, "Reading the clip")
     clip, head = _clip(request)
     settings = AdaptSettings(steps1=request.steps1, steps2=request.steps2)
@@ -346,7 +332,7 @@ class IMITATOR_OT_adapt_style(bpy.types.Operator):
 
     model_dir: bpy.props.StringProperty(
         name="Model", subtype="DIR_PATH", options={"SKIP_SAVE"},
-        description="Model folder (overrides Adapt Style > Model)")
+        description="Model folder (default: the Generate section's model)")
 
     def _start(self, context) -> AdaptRun | None:
         try:

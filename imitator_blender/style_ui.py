@@ -2,7 +2,8 @@
 
 The folder is the truth: the list (on the window manager, never saved in a .blend) is rebuilt from
 it on register, after a file load, after each style operator, and from a draw that finds it stale.
-Renaming an entry in the list renames its file. ``draw_style_section`` is what the panel calls.
+Renaming an entry in the list renames its file (applied by that refresh: see ``apply_renames``).
+``draw_style_section`` is what the panel calls.
 """
 
 import os
@@ -92,29 +93,34 @@ def describe(path: Path) -> str:
 
 # --------------------------------------------------------------------------- properties
 
-def _rename_from_list(item: "ImitatorStyleItem", context) -> None:
-    """``name`` edited in the list: rename the file, or put the old name back and say why."""
-    old = Path(item.filename)
-    if not item.filename or item.name == old.stem:
-        return
-    wm = context.window_manager
-    try:
-        new = rename_style(styles_dir() / old.name, item.name)
-    except ImitatorError as e:
-        wm.imitator_style_status = str(e)
-        item.name = old.stem  # re-enters with name == stem: nothing more happens
-        return
-    item.filename = new.name
-    if item.name != new.stem:
-        item.name = new.stem
-    wm.imitator_style_status = f"Renamed style '{old.stem}' to '{new.stem}'"
+def apply_renames(wm) -> bool:
+    """Names typed into the list: rename their files, or put the old name back and say why.
+
+    Polled (from the refresh timer, a draw that finds an edited name, every refresh) rather than
+    an RNA update callback: a callback on a collection item's property crashes Blender 4.2 at exit
+    once the extension is uninstalled. True if a file was renamed.
+    """
+    renamed = False
+    for item in wm.imitator_styles:
+        old = Path(item.filename)
+        if not item.filename or item.name == old.stem:
+            continue
+        try:
+            new = rename_style(styles_dir() / old.name, item.name)
+        except ImitatorError as e:
+            wm.imitator_style_status = str(e)
+            item.name = old.stem
+            continue
+        item.filename, item.name = new.name, new.stem
+        wm.imitator_style_status = f"Renamed style '{old.stem}' to '{new.stem}'"
+        renamed = True
+    return renamed
 
 
 class ImitatorStyleItem(bpy.types.PropertyGroup):
     """One profile of the styles folder; ``name`` is its file name without ``.imstyle``."""
 
-    name: bpy.props.StringProperty(name="Name", description="Style name (renames its file)",
-                                   update=_rename_from_list)
+    name: bpy.props.StringProperty(name="Name", description="Style name (renames its file)")
     filename: bpy.props.StringProperty(options={"HIDDEN"})
     info: bpy.props.StringProperty(name="Info")
 
@@ -143,9 +149,6 @@ class ImitatorAdaptSettings(bpy.types.PropertyGroup):
         name="Transcript", description="What is said (optional): finds lip closures more reliably")
     style_name: bpy.props.StringProperty(name="Name", default="My Style",
                                          description="Name of the new style")
-    model_dir: bpy.props.StringProperty(
-        name="Model", subtype="DIR_PATH",
-        description="Model folder to adapt (empty: the default model shipped with the extension)")
     steps1: bpy.props.IntProperty(name="Style Steps", default=300, min=0, max=5000,
                                   description="Stage 1: steps that fit the style vector")
     steps2: bpy.props.IntProperty(name="Detail Steps", default=300, min=0, max=5000,
@@ -174,21 +177,24 @@ def selected_style_path(context) -> Path | None:
 
 
 def _is_stale(wm) -> bool:
-    return [p.name for p in profile_files()] != [item.filename for item in wm.imitator_styles]
+    """The folder changed, or a name was edited in the list."""
+    items = wm.imitator_styles
+    return ([p.name for p in profile_files()] != [item.filename for item in items]
+            or any(item.name != Path(item.filename).stem for item in items))
 
 
 def refresh_styles(wm, select: str | None = None) -> None:
     """Rebuild the list from the folder; keeps the selection (or selects the file named ``select``)."""
-    files = profile_files()
     current = wm.imitator_styles
+    apply_renames(wm)
+    files = profile_files()
     index = wm.imitator_style_index
     keep = select or (current[index].filename if 0 <= index < len(current) else None)
     if [p.name for p in files] != [item.filename for item in current]:
         current.clear()
         for path in files:
             item = current.add()
-            item.filename = path.name  # before name: the rename callback compares the two
-            item.name = path.stem
+            item.filename, item.name = path.name, path.stem
             item.info = describe(path)
     else:
         for item, path in zip(current, files):
@@ -197,7 +203,9 @@ def refresh_styles(wm, select: str | None = None) -> None:
     names = [p.name for p in files]
     new_index = names.index(keep) if keep in names else (-1 if not names else min(max(index, -1), len(names) - 1))
     if wm.imitator_style_index != new_index:
+        status = wm.imitator_style_status
         wm.imitator_style_index = new_index
+        wm.imitator_style_status = status  # a selection made here is no news
 
 
 def _refresh_timer() -> None:
@@ -213,7 +221,8 @@ def _refresh_after_load(*_args) -> None:
 
 
 class IMITATOR_UL_styles(bpy.types.UIList):
-    """Adapted styles; double-click a name to rename it (and its file)."""
+    """Adapted styles; double-click a name to rename it (its file is renamed on the next refresh,
+    right after the edit)."""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         row = layout.row(align=True)
@@ -264,7 +273,7 @@ def draw_style_section(layout: bpy.types.UILayout, context: bpy.types.Context) -
     row = box.row(align=True)
     row.prop(settings, "steps1")
     row.prop(settings, "steps2")
-    box.prop(settings, "model_dir")
+    box.label(text="Adapts the model chosen under Generate", icon="INFO")
     busy = wm.imitator_style_busy
     row = box.row()
     row.enabled = not busy
