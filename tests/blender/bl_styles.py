@@ -8,38 +8,15 @@ modal operator uses (start, update from a loop, cancel); ``bpy.ops.imitator.adap
 the same job and waits for it.
 """
 
-import sys
 import time
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
+from scene_setup import ensure_runtime_packages
 
-ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
-
-
-def ensure_torch():
-    """The 4.2 LTS test environment holds only bpy/numpy/scipy, as a fresh Blender before
-    *Install dependencies*: use the pinned packages of the main test venv, appended to sys.path
-    the way the installed dependencies are."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        site = ROOT / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-        sys.path.append(str(site))
-        import torch  # noqa: F401
-
-
-def register(ext):
-    """Our classes, whether or not the add-on's register() lists them yet."""
-    if hasattr(bpy.types.WindowManager, "imitator_styles"):
-        return
-    ui, ops = ext.mod("imitator_blender.style_ui"), ext.mod("imitator_blender.style_operators")
-    for cls in (*ui.CLASSES, *ops.CLASSES):
-        bpy.utils.register_class(cls)
-    ui.register_properties()
 
 
 def grid_head(ext, nx=8, ny=6):
@@ -61,8 +38,7 @@ class Scene:
     """A tiny model saved to disk, its head as an object animated in the actor's style, the speech."""
 
     def __init__(self, ext, tmp_dir, seconds=3.0, seed=0):
-        ensure_torch()
-        register(ext)
+        ensure_runtime_packages(ext)  # the 4.2 LTS venv has no torch: the main venv's, as installed deps
         import torch
 
         self.ext = ext
