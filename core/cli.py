@@ -13,7 +13,8 @@ import sys
 from .errors import ImitatorError
 
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
-COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".metrics", ".generate_cli", ".model.convert"]
+COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".metrics", ".generate_cli", ".adapt",
+                              ".model.convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:
