@@ -7,7 +7,9 @@ SCENE_OPERATORS = ("add_default_head", "add_flame_head", "bake_animation_file", 
                    "generate", "use_sample_audio", "use_model_folder")
 # Operators that only write files or preferences, or steer a running job: no undo step of their own.
 OTHER_OPERATORS = ("cancel_generate", "export_npz", "export_obj_sequence", "export_arkit_csv",
-                   "install_dependencies", "detect_device", "add_model_folder", "remove_model_folder")
+                   "install_dependencies", "detect_device", "add_model_folder", "remove_model_folder",
+                   "adapt_style", "style_import", "style_export", "style_rename", "style_delete",
+                   "style_refresh")
 OPERATORS = SCENE_OPERATORS + OTHER_OPERATORS
 
 
@@ -50,9 +52,7 @@ def test_install_register_and_remove(ext):
 
 def test_every_scene_operator_is_one_undo_step(ext):
     package = ext.mod("imitator_blender")
-    optional = tuple(f"{package.__name__}.{m}" for m in package.OPTIONAL_MODULES)  # the style list's own
-    operators = {c.bl_idname: c for c in package.CLASSES
-                 if issubclass(c, bpy.types.Operator) and c.__module__ not in optional}
+    operators = {c.bl_idname: c for c in package.CLASSES if issubclass(c, bpy.types.Operator)}
     assert sorted(operators) == sorted(f"imitator.{op}" for op in OPERATORS)
     for op in SCENE_OPERATORS:
         assert {"REGISTER", "UNDO"} <= set(operators[f"imitator.{op}"].bl_options), op
