@@ -25,7 +25,10 @@ def speech_like_weights(seconds: float, fps: float, seed: int = 0) -> np.ndarray
     smile = 0.25 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.13 * t + rng.uniform(0, 6)))
     blink_times = np.cumsum(rng.uniform(2.0, 4.5, size=int(seconds / 2) + 2))
     blink = np.exp(-0.5 * ((t[:, None] - blink_times[None]) / 0.05) ** 2).sum(1).clip(0, 1)
-    return np.stack([jaw, closure, round_ * 0.6, round_ * 0.4, smile, smile * 0.9,
+    # ARKit's mouthClose is relative to jawOpen: equal amounts keep the lips together while the
+    # jaw drops a little, as on a pressed m/b/p (mouthClose alone would push the lips through).
+    press = 0.15 * closure
+    return np.stack([jaw + press, press, round_ * 0.6, round_ * 0.4, smile, smile * 0.9,
                      0.3 * closure, blink, blink], axis=1).astype(np.float32)
 
 
