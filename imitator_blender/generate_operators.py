@@ -14,7 +14,7 @@ import bpy
 
 from ..core.errors import ImitatorError
 from . import generate_job
-from .jobs import BackgroundJob
+from .jobs import BackgroundJob, JobOperator
 
 HEARTBEAT_S = 5.0  # a "running" flag older than this belongs to a Generate that died with its window
 
@@ -83,12 +83,13 @@ class GenerateRun:
         _redraw(context)
 
 
-class IMITATOR_OT_generate(bpy.types.Operator):
+class IMITATOR_OT_generate(JobOperator, bpy.types.Operator):
     """Animate the selected head from the audio file with the model (Esc cancels)"""
 
     bl_idname = "imitator.generate"
     bl_label = "Generate"
     bl_options = {"REGISTER", "UNDO"}
+    cancelled_text = "Generate cancelled; the scene is unchanged"
 
     def _start(self, context) -> GenerateRun | None:
         try:
@@ -99,7 +100,10 @@ class IMITATOR_OT_generate(bpy.types.Operator):
         context.window_manager.progress_begin(0, 1000)
         return run
 
-    def _report_end(self, context, outcome: tuple[set[str], str, list[str]]) -> set[str]:
+    def _cancel_requested(self, context) -> bool:
+        return context.window_manager.imitator_jobs.generate_cancel  # the panel's Cancel button
+
+    def _end(self, context, outcome: tuple[set[str], str, list[str]]) -> set[str]:
         result, text, warnings = outcome
         if result == {"FINISHED"}:
             self.report({"INFO"}, text)
@@ -110,52 +114,6 @@ class IMITATOR_OT_generate(bpy.types.Operator):
         else:
             self.report({"ERROR"}, text)
         return result
-
-    def execute(self, context):
-        self._run = self._start(context)
-        if self._run is None:
-            return {"CANCELLED"}
-        while not self._run.update(context):
-            time.sleep(0.02)
-        return self._report_end(context, self._run.finish(context))
-
-    def invoke(self, context, event):
-        self._run = self._start(context)
-        if self._run is None:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        state = context.window_manager.imitator_jobs
-        if (event.type == "ESC" and event.value == "PRESS") or state.generate_cancel:
-            self._stop_timer(context)
-            self._run.cancel(context)
-            self.report({"WARNING"}, "Generate cancelled; the scene is unchanged")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            if not self._run.update(context):
-                return {"PASS_THROUGH"}
-            self._stop_timer(context)
-            return self._report_end(context, self._run.finish(context))
-        except Exception:
-            self._stop_timer(context)
-            self._run.cancel(context)
-            raise
-
-    def cancel(self, context):  # Blender ends the modal (file loaded, window closed)
-        self._stop_timer(context)
-        self._run.cancel(context)
-
-    def _stop_timer(self, context) -> None:
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            context.window_manager.event_timer_remove(timer)
-            self._timer = None
 
 
 class IMITATOR_OT_cancel_generate(bpy.types.Operator):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,3 +93,61 @@ class BackgroundJob:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
+
+
+class JobOperator:
+    """The operator side of a run (``update``/``finish``/``cancel`` around a BackgroundJob):
+    ``execute`` waits for it (scripts, headless), ``invoke`` polls it from a timer in ``modal``,
+    Esc cancels. Subclasses give ``_start(context)`` (the run, or None after reporting why) and
+    ``_end(context, outcome)`` (reports, returns the operator result)."""
+
+    cancelled_text = "Cancelled"
+
+    def _cancel_requested(self, context) -> bool:
+        """Another way to cancel besides Esc (e.g. a Cancel button's flag)."""
+        return False
+
+    def execute(self, context):
+        self._run = self._start(context)
+        if self._run is None:
+            return {"CANCELLED"}
+        while not self._run.update(context):
+            time.sleep(0.02)
+        return self._end(context, self._run.finish(context))
+
+    def invoke(self, context, event):
+        self._run = self._start(context)
+        if self._run is None:
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if (event.type == "ESC" and event.value == "PRESS") or self._cancel_requested(context):
+            self._stop_timer(context)
+            self._run.cancel(context)
+            self.report({"WARNING"}, self.cancelled_text)
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            if not self._run.update(context):
+                return {"PASS_THROUGH"}
+            self._stop_timer(context)
+            return self._end(context, self._run.finish(context))
+        except Exception:
+            self._stop_timer(context)
+            self._run.cancel(context)
+            raise
+
+    def cancel(self, context):  # Blender ends the modal (file loaded, window closed)
+        self._stop_timer(context)
+        self._run.cancel(context)
+
+    def _stop_timer(self, context) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+            self._timer = None

@@ -23,7 +23,7 @@ from ..core.fileio import atomic_write
 from ..core.style_profile import SUFFIX, StyleProfile, read_profile_info
 from . import dependencies
 from .generate_job import INSTALL_HINT, resolve_model_folder
-from .jobs import BackgroundJob
+from .jobs import BackgroundJob, JobOperator
 from .mesh import blender_to_core, require_mesh
 from .preferences import prefs, user_dir
 from .style_ui import clean_name, refresh_styles, rename_style, styles_dir, unique_name
@@ -323,12 +323,13 @@ def _redraw(context: bpy.types.Context) -> None:
                     area.tag_redraw()
 
 
-class IMITATOR_OT_adapt_style(bpy.types.Operator):
+class IMITATOR_OT_adapt_style(JobOperator, bpy.types.Operator):
     """Learn a speaking style from the animated head (or a clip file) and add it to the style list (Esc cancels)"""
 
     bl_idname = "imitator.adapt_style"
     bl_label = "Adapt Style"
     bl_options = {"REGISTER"}  # files only: the scene is not changed, so there is nothing to undo
+    cancelled_text = "Adapt Style cancelled; nothing was written"
 
     model_dir: bpy.props.StringProperty(
         name="Model", subtype="DIR_PATH", options={"SKIP_SAVE"},
@@ -343,58 +344,16 @@ class IMITATOR_OT_adapt_style(bpy.types.Operator):
         context.window_manager.progress_begin(0, 1000)
         return run
 
-    def _end(self, outcome: tuple[set[str], str]) -> set[str]:
+    def _end(self, context, outcome: tuple[set[str], str]) -> set[str]:
         result, text = outcome
         kind = "INFO" if result == {"FINISHED"} else "WARNING" if self._run.job.cancelled else "ERROR"
         self.report({kind}, text)
         return result
 
-    def execute(self, context):
-        self._run = self._start(context)
-        if self._run is None:
-            return {"CANCELLED"}
-        while not self._run.update(context):
-            time.sleep(0.02)
-        return self._end(self._run.finish(context))
-
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        self._run = self._start(context)
-        if self._run is None:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._stop_timer(context)
-            self._run.cancel(context)
-            self.report({"WARNING"}, "Adapt Style cancelled; nothing was written")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            if not self._run.update(context):
-                return {"PASS_THROUGH"}
-            self._stop_timer(context)
-            return self._end(self._run.finish(context))
-        except Exception:
-            self._stop_timer(context)
-            self._run.cancel(context)
-            raise
-
-    def cancel(self, context):  # Blender ends the modal (file loaded, window closed)
-        self._stop_timer(context)
-        self._run.cancel(context)
-
-    def _stop_timer(self, context) -> None:
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            context.window_manager.event_timer_remove(timer)
-            self._timer = None
+        return super().invoke(context, event)
 
 
 # --------------------------------------------------------------------------- the list's operators

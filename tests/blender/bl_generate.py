@@ -6,9 +6,7 @@ save/reopen, re-Generate, the ARKit-key bake, cancel and the refusals of bad inp
 
 import json
 import math
-import os
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import bpy
@@ -167,8 +165,9 @@ def check_cancel_and_second_generate(ext):
     expect_error(bpy.ops.imitator.generate, "already running")
     assert snapshot() == before
     # Esc in the modal operator: cancelled, nothing applied, even once the worker has finished.
-    fake = SimpleNamespace(_run=run, _timer=None, report=lambda *a: None,
-                           _stop_timer=lambda c: None)
+    fake = SimpleNamespace(_run=run, _timer=None, report=lambda *a: None, _stop_timer=lambda c: None,
+                           cancelled_text="cancelled",
+                           _cancel_requested=lambda c: c.window_manager.imitator_jobs.generate_cancel)
     result = ops.IMITATOR_OT_generate.modal(fake, ctx, SimpleNamespace(type="ESC", value="PRESS"))
     assert result == {"CANCELLED"}
     assert run.job.wait(30)
