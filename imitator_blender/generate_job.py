@@ -23,11 +23,11 @@ import numpy as np
 from ..core.animation import Animation
 from ..core.errors import ImitatorError
 from ..core.faces.default_head import ARKIT_SHAPE_NAMES
-from ..core.faces.head import Head, topology_hash
+from ..core.faces.head import Head
 from . import dependencies, sound
 from .arkit_bake import _refuse_foreign_curves, bake_arkit_weights, require_arkit_keys
 from .bake import bake_animation, scene_fps
-from .mesh import blender_to_core, key_coords, require_mesh
+from .mesh import blender_to_core, key_coords, mesh_topology, require_mesh
 from .preferences import DEFAULT_MODEL, prefs
 
 GENERATE_TAG = "imitator_generate"  # on the head: what its last Generate made (sound strip id, ...)
@@ -93,16 +93,6 @@ def read_model_config(folder: Path, shipped: bool) -> dict:
     return data
 
 
-def mesh_topology(obj: bpy.types.Object) -> str:
-    """The topology hash of ``obj``'s mesh, the same as ``core.faces.Head.topology``."""
-    mesh = obj.data
-    sizes = np.empty(len(mesh.polygons), np.int32)
-    mesh.polygons.foreach_get("loop_total", sizes)
-    indices = np.empty(len(mesh.loops), np.int32)
-    mesh.loops.foreach_get("vertex_index", indices)
-    return topology_hash(len(mesh.vertices), sizes, indices)
-
-
 def prepare(context: bpy.types.Context) -> GenerateRequest:
     """Check the head, the audio, the model and the dependencies; change nothing."""
     settings = context.scene.imitator
@@ -127,7 +117,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     V = len(obj.data.vertices)
     model_V = int(config.get("num_vertices", 5023))
     model_topology = str(config.get("topology") or "")
-    topology = mesh_topology(obj)
+    topology = mesh_topology(obj.data)
     if model_V != V or (model_topology and model_topology != topology):
         raise ImitatorError(
             f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model {folder.name} "

@@ -6,7 +6,7 @@ import bpy
 import numpy as np
 
 from ..core.errors import ImitatorError
-from ..core.faces import Head
+from ..core.faces import Head, topology_hash
 
 # Core is +Y up, face towards +Z (FLAME); Blender is +Z up, front view looks along +Y.
 # (x, y, z) -> (x, -z, y): the face then looks towards -Y, i.e. at the front view camera.
@@ -34,6 +34,20 @@ def require_mesh(obj: bpy.types.Object | None, num_vertices: int | None = None) 
             f"'{obj.name}' has {len(obj.data.vertices)} vertices but the animation has {num_vertices}; "
             "pick the head the animation was made for"
         )
+
+
+def mesh_topology(mesh: bpy.types.Mesh) -> str:
+    """The topology hash of a mesh, as ``core.faces.Head.topology`` computes it (loops taken in
+    polygon order, whatever their order in the mesh)."""
+    sizes = np.empty(len(mesh.polygons), np.int32)
+    starts = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    mesh.polygons.foreach_get("loop_start", starts)
+    loops = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    order = np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum()))
+    return topology_hash(len(mesh.vertices), sizes, loops[order])
 
 
 def key_coords(key_block: bpy.types.ShapeKey) -> np.ndarray:

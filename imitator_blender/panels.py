@@ -11,7 +11,8 @@ import bpy
 from ..core.errors import ImitatorError
 from . import dependencies
 from .bake import TAG
-from .generate_job import mesh_topology, read_model_config
+from .generate_job import read_model_config
+from .mesh import mesh_topology
 from .generate_operators import generate_busy
 from .preferences import DEFAULT_MODEL, SAMPLE_AUDIO, model_info
 
@@ -168,7 +169,7 @@ def head_model_match(context, obj) -> tuple[str, str]:
         return f"Model: {model_info(folder)}", "ERROR"
     V, model_V = len(obj.data.vertices), config.get("num_vertices", "?")
     topology = config.get("topology") or ""
-    if V != model_V or (topology and topology != mesh_topology(obj)):
+    if V != model_V or (topology and topology != mesh_topology(obj.data)):
         return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
     return f"'{obj.name}' fits the model {folder.name}", "CHECKMARK"
 

@@ -18,13 +18,12 @@ import numpy as np
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import ImitatorError
-from ..core.faces.head import topology_hash
 from ..core.fileio import atomic_write
 from ..core.style_profile import SUFFIX, StyleProfile, read_profile_info
 from . import dependencies
 from .generate_job import INSTALL_HINT, resolve_model_folder
 from .jobs import BackgroundJob, JobOperator
-from .mesh import blender_to_core, require_mesh
+from .mesh import blender_to_core, mesh_topology, require_mesh
 from .preferences import prefs, user_dir
 from .style_ui import clean_name, refresh_styles, rename_style, styles_dir, unique_name
 
@@ -155,19 +154,6 @@ def read_object_frames(context: bpy.types.Context, obj: bpy.types.Object, first:
     finally:
         scene.frame_set(current, subframe=subframe)
     return blender_to_core(out.reshape(len(frames), n, 3))
-
-
-def mesh_topology(mesh: bpy.types.Mesh) -> str:
-    """The topology hash of a mesh, as ``core.faces.Head.topology`` computes it."""
-    sizes = np.empty(len(mesh.polygons), np.int32)
-    starts = np.empty(len(mesh.polygons), np.int32)
-    mesh.polygons.foreach_get("loop_total", sizes)
-    mesh.polygons.foreach_get("loop_start", starts)
-    loops = np.empty(len(mesh.loops), np.int32)
-    mesh.loops.foreach_get("vertex_index", loops)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    order = np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum()))
-    return topology_hash(len(mesh.vertices), sizes, loops[order])
 
 
 def _sound_strip(scene, obj, first: int, last: int) -> tuple[Path, float]:
