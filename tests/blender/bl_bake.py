@@ -5,6 +5,7 @@ import json
 import bpy
 import numpy as np
 import pytest
+from scene_setup import action_fcurves, evaluated
 
 
 def to_blender(p):
@@ -40,20 +41,6 @@ def expected_at(anim, seconds):
     s = np.clip(seconds * anim.fps, 0, anim.num_frames - 1)
     i0 = int(np.floor(s)); i1 = min(i0 + 1, anim.num_frames - 1); a = s - i0
     return to_blender((1 - a) * verts[i0] + a * verts[i1])
-
-
-def evaluated(obj):
-    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    co = np.empty(len(ev.data.vertices) * 3, np.float32)
-    ev.data.vertices.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
-
-def action_fcurves(action):
-    """All F-curves of an action: slotted (4.4+) or legacy (4.2-4.3)."""
-    if hasattr(action, "layers"):
-        return [fc for layer in action.layers for s in layer.strips for b in s.channelbags for fc in b.fcurves]
-    return list(action.fcurves)
 
 
 def set_fps(scene, fps, base=1.0):
