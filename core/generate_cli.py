@@ -72,6 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_HEAD_CACHE,
                    help=f"where the default head is cached (default {DEFAULT_HEAD_CACHE})")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
+                   help="skip closure-aware decoding (lips pressed together on m/b/p): the raw model output")
     p.set_defaults(func=_run)
 
 
@@ -119,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
                 bar.total = total
             bar.update(done - bar.n)
 
-        anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress)
+        anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress,
+                             lip_closure=args.lip_closure)
     seconds = time.perf_counter() - t0
     anim.save(args.out)
     print(f"wrote {args.out}: {anim.num_frames} frames at {anim.fps:g} fps, {anim.num_vertices} vertices, "

@@ -321,31 +321,33 @@ def _styles_for(model, subject: str, style: str | int | None) -> list[int]:
 
 
 def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: int,
-                     template: np.ndarray) -> np.ndarray:
-    """(S, T, V, 3) vertices for 16 kHz ``audio`` in each style; one batched decode when the
-    clip fits the model's window, the windowed generator otherwise."""
+                     template: np.ndarray, lip_closure: bool = True) -> np.ndarray:
+    """(S, T, V, 3) vertices for 16 kHz ``audio`` in each style, as ``generate`` makes them
+    (closure-aware decoding when the model has it and ``lip_closure``); the viseme features are
+    decoded once for all styles when the clip fits the model's window."""
     import torch
 
-    device = next(model.parameters()).device
-    if num_frames <= model.config.window:
-        with torch.no_grad():
-            a = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device)
-            a = a[None].expand(len(styles), -1)
-            out = model(a, torch.tensor(styles, device=device), num_frames,
-                        torch.from_numpy(template).to(device))
-        return out.float().cpu().numpy()
-    from .model.generate import generate
+    from .model.generate import generate, to_animation
 
-    outs = []
-    for s in styles:
-        anim = generate(model, audio, model.config.sample_rate, s, template=template)
-        outs.append(anim.vertices()[:num_frames])
-    return np.stack(outs)
+    device = next(model.parameters()).device
+    if num_frames > model.config.window:
+        return np.stack([generate(model, audio, model.config.sample_rate, s, template=template,
+                                  lip_closure=lip_closure).vertices()[:num_frames] for s in styles])
+    with torch.no_grad():
+        a = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device)[None]
+        feats = model.audio_features(a, num_frames)
+        visemes = model.viseme_features(feats)
+        contact = model.contact(visemes, feats) if lip_closure else None
+        contact = None if contact is None else contact[0].float().cpu().numpy()
+        weights = model.motion_weights(visemes.expand(len(styles), -1, -1),
+                                       model.style_vector(torch.tensor(styles, device=device)))
+    weights = weights.float().cpu().numpy()
+    return np.stack([to_animation(model, w, template, contact=contact).vertices() for w in weights])
 
 
 def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | int | None = None,
              closures: dict[str, list[Interval]] | None = None, limit: int | None = None,
-             progress: bool = False) -> tuple[dict, list[dict]]:
+             progress: bool = False, lip_closure: bool = True) -> tuple[dict, list[dict]]:
     """Run ``model`` over a corpus split; (pooled metrics, one record per utterance and style)."""
     from tqdm import tqdm
 
@@ -367,7 +369,7 @@ def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | in
         audio = corpus.read_audio(utt, model.config.sample_rate)
         template = corpus.templates[utt.subject]
         styles = _styles_for(model, utt.subject, style)
-        preds = predict_vertices(model, audio, styles, len(gt), template)
+        preds = predict_vertices(model, audio, styles, len(gt), template, lip_closure)
         for s, pred in zip(styles, preds):
             own = sums.add(pred, gt, template, None if closures is None else closures.get(utt.key))
             records.append({"utterance": utt.key, "style": model.config.styles[s], **own})
@@ -396,6 +398,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"default head and closure cache folder (default {DEFAULT_CACHE})")
     p.add_argument("--limit", type=int, help="evaluate the first N utterances only")
+    p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
+                   help="score the raw model output, without closure-aware decoding")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=_run)
 
@@ -479,13 +483,14 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     style = args.style
     result, records = evaluate(model, corpus, args.split, regions, style=style, closures=closures,
-                               limit=args.limit, progress=True)
+                               limit=args.limit, progress=True, lip_closure=args.lip_closure)
     seconds = time.perf_counter() - t0
     print(f"{args.model} on {args.data} ({args.split}, {result['sequences']} sequences, {seconds:.1f} s)")
     print(format_table(result))
     if args.out is not None:
         payload = {"model": str(args.model), "data": str(args.data), "split": args.split,
                    "style": style or "own (all for unseen subjects)", "metrics": result,
+                   "lip_closure": bool(args.lip_closure and model.closure is not None),
                    "seconds": round(seconds, 2), "utterances": records}
         with atomic_write(args.out) as f:
             f.write(json.dumps(payload, indent=1).encode())

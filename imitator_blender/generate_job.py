@@ -52,6 +52,7 @@ class GenerateRequest:
     fps_mode: str
     rest: np.ndarray | None = None  # (V, 3) core coordinates; ARKIT mode
     arkit_offsets: dict[str, np.ndarray] | None = None  # name -> (V, 3) core coordinates
+    lip_closure: bool = True  # closure-aware decoding when the model has a contact head
 
 
 @dataclass
@@ -128,7 +129,8 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         object_name=obj.name, num_vertices=V, topology=topology, model_folder=folder,
         model_fps=float(config.get("fps", 30.0)), audio_path=audio_path, audio_seconds=info.duration,
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
-        start_frame=float(settings.start_frame), fps_mode=settings.fps_mode)
+        start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
+        lip_closure=settings.lip_closure)
     if request.mode == "ARKIT":
         require_arkit_keys(obj)
         key = obj.data.shape_keys
@@ -189,10 +191,10 @@ def run(request: GenerateRequest, report) -> GenerateResult:
         frac = done / total if total else 0.0
         report(0.1 + 0.75 * frac, f"running the model: {done} of {total or '?'} frames")
 
-    anim = generate_file(model, request.audio_path, style, progress=progress)
+    # on the head's own rest shape: the bake uses offsets, and lips close on this head's lips
+    anim = generate_file(model, request.audio_path, style, template=request.rest, progress=progress,
+                         lip_closure=request.lip_closure)
     arkit, fit_error = None, 0.0
-    if request.rest is not None:  # offsets are what the bake uses; put them on the head's rest
-        anim = Animation(request.rest, anim.basis, anim.weights, anim.bias, anim.fps)
     if request.mode == "ARKIT":
         from ..core.arkit_fit import fit_arkit_weights
 

@@ -121,6 +121,7 @@ class IMITATOR_PT_bake_options(_ImitatorPanel, bpy.types.Panel):
         obj = context.active_object
         col = self.layout.column()
         col.prop(settings, "bake_mode", expand=True)
+        col.prop(settings, "lip_closure")
         if settings.bake_mode == "ARKIT" and settings.fit_error_mm >= 0:
             col.label(text=f"Last ARKit fit error: {settings.fit_error_mm:.2f} mm (largest vertex)")
         col.separator()

@@ -47,6 +47,11 @@ class ImitatorSceneSettings(bpy.types.PropertyGroup):
         description="Model folder (config.json + model.safetensors); empty: the shipped default model",
     )
     bake_mode: bpy.props.EnumProperty(name="Bake as", items=BAKE_MODES, default="EXACT")
+    lip_closure: bpy.props.BoolProperty(
+        name="Close lips on m, b, p", default=True,
+        description="Closure-aware decoding: press the lips together where the model hears m, b or p "
+                    "(models with a contact head; off: the raw model output)",
+    )
     last_report: bpy.props.StringProperty(name="Status", default="")
     fit_error_mm: bpy.props.FloatProperty(
         name="Fit error", default=-1.0,

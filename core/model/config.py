@@ -69,6 +69,10 @@ class ImitatorConfig:
     lip_contact_sigma: float = 1.0  # Gaussian around each closure frame, in frames
     lip_contact_radius: int = 2  # frames either side that get weight
 
+    # closure-aware decoding (core.model.closure): None, or the options of a fitted contact head
+    # ({"centres": [upper, lower lip centre vertex], ...}); added by ``python -m core fit-closure``
+    lip_closure: dict[str, Any] | None = None
+
     # audio longer than one window (core.model.generate) ------------------------------------------
     # "rolling": one continuous decode whose KV cache keeps frame 0 and the latest window - 1 frames;
     # "crossfade": windows of ``window`` frames overlapping by ``overlap``, restarted and crossfaded

@@ -8,7 +8,10 @@
   ``Wav2Vec2Processor`` (zero mean, unit variance).
 * ``logmel``: built in, nothing to download, fast on CPU: 80 log-mel bands + log energy per 10 ms,
   a per-frame LayerNorm, two 1-D convolutions (GELU), then an average over each model frame's
-  time span (anchored at t / fps, so a chunk of audio gives the same frames as the whole file).
+  time span (anchored at t / fps, so a chunk of audio gives the same frames as the whole file),
+  then optional residual dilated convolutions at the model fps (``context_dilations``): the
+  context wav2vec2's transformer gives the reference, here +-sum(dilations) frames (0.5 s for
+  1, 2, 4, 8 at 30 fps), enough to see a closure coming (lips lead the sound by up to 120 ms).
 
 Every encoder: ``forward(audio (B, N) float at 16 kHz, num_frames) -> (B, num_frames, dim)``.
 """
@@ -77,6 +80,12 @@ class AudioEncoder(nn.Module):
 
     def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:  # (B, N) -> (B, T, D)
         raise NotImplementedError
+
+    @property
+    def frame_step(self) -> int:
+        """Model frames after which the encoder's own input grid repeats: audio cut at a multiple
+        of this many frames gives features equal to the whole file's (1: no exact grid)."""
+        return 1
 
     def export_options(self) -> dict[str, Any]:
         """Options that rebuild this encoder without any download (saved in config.json)."""
@@ -154,12 +163,15 @@ def _load_wav2vec2(source: str):
 
 # --- log-mel -------------------------------------------------------------------------------------
 class LogMelEncoder(AudioEncoder):
-    """Log-mel bands (10 ms hop) -> LayerNorm -> 2 x (Conv1d + GELU) -> average per model frame."""
+    """Log-mel bands (10 ms hop) -> LayerNorm -> 2 x (Conv1d + GELU) -> average per model frame
+    -> residual dilated convolutions over neighbouring frames (none unless ``context_dilations``)."""
 
     name = "logmel"
 
     def __init__(self, options: dict[str, Any], fps: float, pretrained: bool = True):
-        opts = {"n_mels": 80, "n_fft": 400, "hop": 160, "dim": 128, "kernel": 5, **options}
+        opts = {"n_mels": 80, "n_fft": 400, "hop": 160, "dim": 128, "kernel": 5, "context_dilations": [],
+                **options}
+        opts["context_dilations"] = [int(d) for d in opts["context_dilations"]]
         super().__init__(opts, fps)
         import librosa
 
@@ -173,6 +185,20 @@ class LogMelEncoder(AudioEncoder):
         self.norm = nn.LayerNorm(n_mels + 1)
         self.conv1 = nn.Conv1d(n_mels + 1, dim, kernel, padding=kernel // 2)
         self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        self.context = nn.ModuleList(ContextBlock(dim, d) for d in opts["context_dilations"])
+
+    @property
+    def context_frames(self) -> int:
+        """Model frames either side that a frame's features depend on (beyond its own audio)."""
+        return sum(block.dilation for block in self.context)
+
+    @property
+    def frame_step(self) -> int:
+        samples = ENCODER_RATE / self.fps  # per model frame; the mel grid is every `hop` samples
+        for k in range(1, 101):
+            if abs(k * samples / self.hop - round(k * samples / self.hop)) < 1e-6:
+                return k  # 3 at 30 or 60 fps, 1 at 25 fps
+        return 1
 
     @property
     def rate(self) -> float:
@@ -191,7 +217,23 @@ class LogMelEncoder(AudioEncoder):
             audio = F.pad(audio, (0, self.n_fft - audio.shape[1]))
         x = self.norm(self.log_mel(audio)).transpose(1, 2)  # (B, M+1, K)
         x = F.gelu(self.conv2(F.gelu(self.conv1(x))))  # (B, dim, K)
-        return average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
+        x = average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
+        for block in self.context:
+            x = block(x)
+        return x
+
+
+class ContextBlock(nn.Module):
+    """x + GELU(Conv1d(LayerNorm(x))), kernel 3 with dilation d: frame t sees frames t-d, t, t+d."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.dilation = int(dilation)
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, dim, 3, padding=self.dilation, dilation=self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, dim) -> (B, T, dim)
+        return x + F.gelu(self.conv(self.norm(x).transpose(1, 2))).transpose(1, 2)
 
 
 def average_per_frame(x: torch.Tensor, rate_in: float, fps: float, num_frames: int) -> torch.Tensor:

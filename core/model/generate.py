@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,13 @@ from ..errors import ImitatorError
 from ..style_profile import StyleProfile
 from .config import LONG_AUDIO_METHODS
 from .encoders import num_frames_for, prepare_audio
+from .closure import close_lips
 from .imitator import Imitator
+
+class Decoded(NamedTuple):
+    weights: np.ndarray  # (T, d) motion basis weights
+    contact: np.ndarray | None  # (T,) closed-lip probability, None without a contact head
+
 
 Progress = Callable[[int, int | None], None]  # (frames done, frames in total or None if unknown)
 Style = int | str | torch.Tensor | StyleProfile | None  # a model style, a vector, or an adapted profile
@@ -93,16 +100,28 @@ class _Stream:
         """(1, e - s, d) audio features of frames [s, e), computed with ``context`` frames either side."""
         c = self.context
         fs, fe = max(0, s - c), min(available, e + c)
+        fs -= fs % self.model.audio_encoder.frame_step  # on the encoder's grid: same features as the whole file
         a = self.sample_at(fs) - self.buffer_start
         b = min(self.sample_at(fe), self.received) - self.buffer_start
         audio = torch.from_numpy(self.buffer[a:b]).to(self.device)[None]  # (1, N)
         return self.model.audio_features(audio, fe - fs)[:, s - fs: e - fs]
 
     def forget_before(self, frame: int) -> None:
-        drop = max(0, self.sample_at(max(0, frame - self.context)) - self.buffer_start)
+        first = max(0, frame - self.context)
+        first -= first % self.model.audio_encoder.frame_step  # what ``features`` will ask for
+        drop = max(0, self.sample_at(first) - self.buffer_start)
         if drop:
             self.buffer = self.buffer[drop:]
             self.buffer_start += drop
+
+    def outputs(self, feats: torch.Tensor, visemes: torch.Tensor) -> np.ndarray:
+        """(n, d) motion weights, with the contact probability as an extra last column when the
+        model has a contact head (so windows blend both alike)."""
+        out = self.model.motion_weights(visemes, self.style)[0]
+        contact = self.model.contact(visemes, feats)
+        if contact is not None:
+            out = torch.cat([out, contact[0, :, None]], 1)
+        return out.float().cpu().numpy()
 
     def decode(self, s: int, e: int, available: int, final: bool) -> None:
         raise NotImplementedError
@@ -121,7 +140,7 @@ class _Rolling(_Stream):
         if self.cache is None:
             self.cache = self.model.viseme_decoder.new_cache(1, feats, self.window)
         visemes = self.model.viseme_decoder.decode(feats, self.cache)
-        self.done.append(self.model.motion_weights(visemes, self.style)[0].float().cpu().numpy())
+        self.done.append(self.outputs(feats, visemes))
         self.start = self.frames_done = e
         self.forget_before(e)
 
@@ -139,7 +158,7 @@ class _Crossfade(_Stream):
     def decode(self, s: int, e: int, available: int, final: bool) -> None:
         feats = self.features(s, e, available)
         visemes = self.model.viseme_features(feats)  # fresh start token
-        w = self.model.motion_weights(visemes, self.style)[0].float().cpu().numpy()  # (e-s, d)
+        w = self.outputs(feats, visemes)  # (e-s, d [+ 1])
         O = self.overlap
         if self.tail is not None:
             k = min(O, len(w))
@@ -156,9 +175,10 @@ class _Crossfade(_Stream):
 def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: Style = None,
                     *, method: str | None = None, window: int | None = None, overlap: int | None = None,
                     context: float = 1.0, progress: Progress | None = None,
-                    total_frames: int | None = None) -> np.ndarray:
-    """(T, d) motion weights for mono float32 blocks at the model's sample rate (a ``StyleProfile``
-    gives its style vector; its adapted basis is applied by ``to_animation``)."""
+                    total_frames: int | None = None) -> Decoded:
+    """(T, d) motion weights (and the contact probability when the model has a contact head) for
+    mono float32 blocks at the model's sample rate (a ``StyleProfile`` gives its style vector; its
+    adapted basis is applied by ``to_animation``)."""
     cfg = model.config
     method = method or cfg.long_audio
     window = int(window or cfg.window)
@@ -177,24 +197,30 @@ def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: Style 
             style = style.style_tensor(model.style_embedding.weight)
         with torch.no_grad():
             style_vec = model.style_vector(0 if style is None else style).to(device)
-        args = (model, style_vec, window, int(math.ceil(context * cfg.fps)), device)
+        # at least the encoder's own reach (its dilated context) plus the mel convolutions' (3 frames)
+        reach = getattr(model.audio_encoder, "context_frames", 0) + 3
+        args = (model, style_vec, window, max(int(math.ceil(context * cfg.fps)), reach), device)
         state = _Rolling(*args) if method == "rolling" else _Crossfade(*args, overlap=overlap)
         for block in blocks:
             state.feed(np.asarray(block, dtype=np.float32).reshape(-1))
             if progress is not None:
                 progress(state.frames_done, total_frames)
-        weights = state.finish()
+        out = state.finish()
         if progress is not None:
-            progress(len(weights), len(weights))
-        return weights
+            progress(len(out), len(out))
+        if model.closure is not None:
+            return Decoded(out[:, :-1], out[:, -1])
+        return Decoded(out, None)
     finally:
         model.train(was_training)
 
 
 def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | None = None,
-                 fps: float | None = None, profile: StyleProfile | None = None) -> Animation:
+                 fps: float | None = None, profile: StyleProfile | None = None,
+                 contact: np.ndarray | None = None) -> Animation:
     """Exact ``Animation``: basis = the motion decoder's last layer (a profile's adapted one when it
-    has one), optionally resampled to ``fps``."""
+    has one), lips closed where ``contact`` says so (closure-aware decoding), optionally resampled
+    to ``fps``."""
     V = model.config.num_vertices
     if profile is not None:
         basis, bias = profile.basis(model)  # (d, 3V), (3V,)
@@ -204,7 +230,11 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
     if template.shape != (V, 3):
         raise ImitatorError(f"template has shape {template.shape}; this model animates a head with "
                             f"{V} vertices")
-    anim = Animation(template=template.astype(np.float32), basis=basis.reshape(-1, V, 3),
+    basis = basis.reshape(-1, V, 3)
+    if contact is not None and model.closure is not None:
+        weights = close_lips(weights, contact, basis, bias.reshape(V, 3), template,
+                             model.closure.covariance.detach().cpu().numpy(), model.closure.options)
+    anim = Animation(template=template.astype(np.float32), basis=basis,
                      weights=weights.astype(np.float32), bias=bias.reshape(V, 3), fps=model.config.fps)
     if fps is not None and abs(fps - anim.fps) > 1e-9:
         n = max(1, int(math.floor(anim.duration * fps + 1e-6)))
@@ -216,31 +246,34 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
 def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: Style = None,
              *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
              window: int | None = None, overlap: int | None = None, progress: Progress | None = None,
-             block_seconds: float = 30.0) -> Animation:
-    """Audio array (any rate, (N,) or (N, C)) -> Animation on the model's (or the given) template."""
+             block_seconds: float = 30.0, lip_closure: bool = True) -> Animation:
+    """Audio array (any rate, (N,) or (N, C)) -> Animation on the model's (or the given) template;
+    ``lip_closure=False`` skips closure-aware decoding (the raw model output)."""
     samples = prepare_audio(audio, sample_rate, model.config.sample_rate)
     sr = model.config.sample_rate
     step = max(1, int(block_seconds * sr))
     blocks = (samples[i: i + step] for i in range(0, max(len(samples), 1), step))
     total = num_frames_for(len(samples), sr, model.config.fps)
-    weights = generate_stream(model, blocks, style, method=method, window=window, overlap=overlap,
+    decoded = generate_stream(model, blocks, style, method=method, window=window, overlap=overlap,
                               progress=progress, total_frames=total)
-    return to_animation(model, weights, template, fps, _profile(style))
+    return to_animation(model, decoded.weights, template, fps, _profile(style),
+                        decoded.contact if lip_closure else None)
 
 
 def generate_file(model: Imitator, path: str | os.PathLike, style: Style = None,
                   *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
                   window: int | None = None, overlap: int | None = None,
-                  progress: Progress | None = None) -> Animation:
+                  progress: Progress | None = None, lip_closure: bool = True) -> Animation:
     """An audio file of any length, streamed (memory: one window, whatever the duration)."""
     from ..audio import audio_info, stream_audio
 
     info = audio_info(path)
     sr = model.config.sample_rate
     total = num_frames_for(int(info.duration * sr), sr, model.config.fps)
-    weights = generate_stream(model, stream_audio(Path(path), sr), style, method=method, window=window,
+    decoded = generate_stream(model, stream_audio(Path(path), sr), style, method=method, window=window,
                               overlap=overlap, progress=progress, total_frames=total)
-    return to_animation(model, weights, template, fps, _profile(style))
+    return to_animation(model, decoded.weights, template, fps, _profile(style),
+                        decoded.contact if lip_closure else None)
 
 
 def _profile(style: Style) -> StyleProfile | None:

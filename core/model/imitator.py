@@ -8,6 +8,8 @@
       -> + style embedding, Linear(num_styles, 64, no bias)   (B, T, 64)
       -> motion decoder: 4 x (Linear + LeakyReLU) + Linear    (B, T, 3V)   vertex offsets
       -> + template                                           (B, T, V, 3) vertices
+    optional: contact head on visemes + audio features      (B, T)       closed-lip probability,
+      used by closure-aware decoding (core.model.closure) to make the lips meet on m/b/p
 
 The maths follows the official code, bala1144/Imitator ``imitator/models/nn_model.py`` (itself after
 FaceFormer, EvelynFan/FaceFormer ``faceformer.py``): ``nn.TransformerDecoderLayer`` (post-norm,
@@ -34,6 +36,7 @@ from torch import nn
 
 from ..errors import ImitatorError
 from .config import ImitatorConfig
+from .closure import LipClosure
 from .encoders import build_encoder, num_frames_for
 
 
@@ -361,6 +364,8 @@ class Imitator(nn.Module):
         # 4. motion decoder
         self.motion_decoder = MotionDecoder(self.config)
         self.register_buffer("template", torch.zeros(config.num_vertices, 3))  # rest positions (V, 3)
+        # 5. optional contact head for closure-aware decoding (fitted after training)
+        self.closure = LipClosure(config.lip_closure, d) if config.lip_closure else None
 
     # 1 ----------------------------------------------------------------------------------------------
     def audio_features(self, audio: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
@@ -415,6 +420,11 @@ class Imitator(nn.Module):
     def basis(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(d, 3V) basis and (3V,) bias of the motion decoder's final, linear layer."""
         return self.motion_decoder.basis()
+
+    # 5 ----------------------------------------------------------------------------------------------
+    def contact(self, visemes: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor | None:
+        """(B, T) probability of closed lips per frame, or None without a contact head."""
+        return None if self.closure is None else self.closure.contact(visemes, audio_features)
 
     # checkpoints ----------------------------------------------------------------------------------
     def save_pretrained(self, folder) -> None:

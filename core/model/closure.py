@@ -1,0 +1,253 @@
+"""Closure-aware decoding: lips that meet on m, b and p.
+
+A regression model trained with squared errors hedges: where the lips should press together it
+often leaves them a few millimetres apart (the lip contact loss narrows that, it does not close it).
+Two small parts close them without touching the rest of the model:
+
+* a **contact head** on the style-agnostic viseme features and the audio features (closure is
+  content, not style): p_t = sigmoid(MLP([viseme_t, audio_t])), fitted on the corpus' m/b/p frames
+  with the rest of the model frozen (``python -m core fit-closure``);
+* a **lip-closing correction** in the motion basis. Offsets are ``weights @ basis + bias``, so the
+  vector between the upper and the lower lip centre is affine in the weights, g(w) = A w + g0.
+  Where the head says "closed", the weights move to the most likely pose with g = 0 under a Gaussian
+  fitted to the model's own weights on the corpus (mean-free conditioning):
+  w' = w - s_t * S A^T (A S A^T)^-1 g(w), S their covariance, s_t in [0, 1] the closing strength.
+  The result stays in the model's motion space, so exact bakes stay exact, and only frames the head
+  marks move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ImitatorError
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "centres": None,  # (upper lip centre, lower lip centre) vertex indices
+    "hidden": 32,  # contact head width
+    "low": 0.3,  # contact probability where closing starts ...
+    "high": 0.6,  # ... and where the lips fully meet
+    "smooth": 1.0,  # Gaussian sigma (frames) on the closing strength, so lips do not snap
+}
+
+
+def closure_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults filled in and checked; a one-line error for settings the model cannot use."""
+    opts = {**DEFAULTS, **(options or {})}
+    unknown = sorted(set(opts) - set(DEFAULTS))
+    if unknown:
+        raise ImitatorError(f"lip_closure: unknown setting(s) {', '.join(unknown)}")
+    centres = opts["centres"]
+    if not (isinstance(centres, (list, tuple)) and len(centres) == 2 and all(int(c) >= 0 for c in centres)):
+        raise ImitatorError("lip_closure: 'centres' must be two vertex indices (upper, lower lip centre)")
+    if not 0 <= float(opts["low"]) < float(opts["high"]) <= 1:
+        raise ImitatorError(f"lip_closure: need 0 <= low < high <= 1, got {opts['low']}, {opts['high']}")
+    opts["centres"] = [int(c) for c in centres]
+    return opts
+
+
+class LipClosure(nn.Module):
+    """The contact head and the weight covariance S (a buffer saved with the model)."""
+
+    def __init__(self, options: dict[str, Any], feature_dim: int):
+        super().__init__()
+        self.options = closure_options(options)
+        hidden = int(self.options["hidden"])
+        self.head = nn.Sequential(nn.Linear(2 * feature_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.register_buffer("covariance", torch.eye(feature_dim))  # (d, d)
+
+    def logits(self, visemes: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) + (B, T, d) -> (B, T) contact logits."""
+        return self.head(torch.cat([visemes, audio_features], -1))[..., 0]
+
+    def contact(self, visemes: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """(B, T) probability that the lips are closed at each frame."""
+        return torch.sigmoid(self.logits(visemes, audio_features))
+
+
+def closing_strength(contact: np.ndarray, low: float, high: float, smooth: float) -> np.ndarray:
+    """(T,) in [0, 1]: 0 below ``low``, 1 above ``high``, linear between; then smoothed in time
+    (the maximum of the raw and the smoothed value, so a one-frame closure still closes fully)."""
+    s = np.clip((np.asarray(contact, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    if smooth > 0 and len(s) > 1:
+        r = int(math.ceil(3 * smooth))
+        k = np.exp(-0.5 * (np.arange(-r, r + 1) / smooth) ** 2)
+        s = np.maximum(s, np.convolve(np.pad(s, r, mode="edge"), k / k.sum(), mode="valid"))
+    return s
+
+
+def close_lips(weights: np.ndarray, contact: np.ndarray, basis: np.ndarray, bias: np.ndarray,
+               template: np.ndarray, covariance: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    """(T, d) weights moved so the lip centres meet where ``contact`` (T,) says closed.
+
+    ``basis`` (d, V, 3), ``bias`` and ``template`` (V, 3): the animation these weights drive."""
+    u, l = options["centres"]
+    A = (basis[:, u] - basis[:, l]).T.astype(np.float64)  # (3, d): gap change per weight
+    g0 = (template[u] + bias[u] - template[l] - bias[l]).astype(np.float64)  # (3,) gap at w = 0
+    S = np.asarray(covariance, dtype=np.float64)
+    M = A @ S @ A.T
+    M += 1e-9 * max(np.trace(M), 1e-30) * np.eye(3)  # a direction the model never moves stays put
+    K = S @ A.T @ np.linalg.inv(M)  # (d, 3)
+    gap = weights.astype(np.float64) @ A.T + g0  # (T, 3)
+    s = closing_strength(contact, float(options["low"]), float(options["high"]), float(options["smooth"]))
+    return (weights - (s[:, None] * gap) @ K.T).astype(weights.dtype)
+
+
+# --------------------------------------------------------------------------- fitting
+
+def _corpus_features(model, corpus, utterances, closures, progress: bool):
+    """Per utterance: (T, 2d) head inputs, (T,) closure labels, (T, d) weights in its own style."""
+    from tqdm import tqdm
+
+    from ..data.closure_labels import closure_mask
+
+    fps = model.config.fps
+    out = []
+    with torch.no_grad():
+        for utt in tqdm(utterances, desc="viseme features", unit="utt", disable=not progress):
+            audio = torch.from_numpy(corpus.read_audio(utt, model.config.sample_rate))[None]
+            feats = model.audio_features(audio)
+            visemes = model.viseme_features(feats)
+            style = model.style_vector(utt.subject if utt.subject in model.config.styles else 0)
+            weights = model.motion_weights(visemes, style)[0].numpy()
+            T = feats.shape[1]
+            labels = closure_mask(closures.get(utt.key, []), fps, T)
+            out.append((torch.cat([visemes, feats], -1)[0], torch.from_numpy(labels.astype(np.float32)),
+                        weights, closures.get(utt.key, [])))
+    return out
+
+
+def interval_recall(contact: list[np.ndarray], intervals: list[list], fps: float, threshold: float) -> float:
+    """Share of m/b/p intervals with at least one frame at or above ``threshold``."""
+    from ..metrics import interval_frames
+
+    hit = total = 0
+    for p, ivs in zip(contact, intervals):
+        for iv in ivs:
+            frames = interval_frames(iv, fps, len(p))
+            if frames.size:
+                total += 1
+                hit += bool(p[frames].max() >= threshold)
+    return hit / total if total else float("nan")
+
+
+def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, steps: int = 600,
+                    seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """Add a fitted ``LipClosure`` to ``model`` (in place; the rest stays frozen); returns figures
+    on the val split: frame precision/recall of the head and interval recall at ``high``."""
+    torch.manual_seed(seed)
+    model.eval()
+    train_utts = corpus.splits["train"]
+    val_utts = corpus.splits.get("val", [])
+    if not train_utts:
+        raise ImitatorError(f"{corpus.root}: the train split is empty; nothing to fit the contact head on")
+    closure = LipClosure({**(model.config.lip_closure or {}), "centres": list(centres)},
+                         model.config.feature_dim)
+    train = _corpus_features(model, corpus, train_utts, closures, progress)
+    val = _corpus_features(model, corpus, val_utts, closures, progress) if val_utts else []
+    W = np.concatenate([w for _, _, w, _ in train])
+    closure.covariance.copy_(torch.from_numpy(np.cov(W, rowvar=False)).float())
+    X = torch.cat([x for x, _, _, _ in train])
+    y = torch.cat([t for _, t, _, _ in train])
+    pos = float(y.sum())
+    if pos == 0:
+        raise ImitatorError(f"{corpus.root}: no m/b/p closure frames in the train split; the contact "
+                            f"head needs closures (transcripts or phone timings)")
+    mean, std = X.mean(0), X.std(0) + 1e-6  # standardise inputs by folding into the first layer
+    optimizer = torch.optim.Adam(closure.head.parameters(), lr=3e-3, weight_decay=1e-4)
+    pos_weight = torch.tensor((len(y) - pos) / pos)
+    Xn = (X - mean) / std
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(closure.head(Xn)[:, 0], y, pos_weight=pos_weight)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():  # fold the standardisation into the first layer
+        first = closure.head[0]
+        first.bias -= (first.weight * (mean / std)).sum(1)
+        first.weight /= std
+    model.closure = closure
+    model.config = model.config.replace(lip_closure=closure.options)
+    figures = {"train_frames": int(len(y)), "train_closure_frames": int(pos), "loss": float(loss.detach())}
+    if val:
+        with torch.no_grad():
+            probs = [closure.contact(x[None, :, :model.config.feature_dim], x[None, :, model.config.feature_dim:])[0].numpy()
+                     for x, _, _, _ in val]
+        labels = np.concatenate([t.numpy() for _, t, _, _ in val]) > 0.5
+        p_all = np.concatenate(probs)
+        on = p_all >= closure.options["high"]
+        figures.update(val_frame_precision=float((on & labels).sum() / max(on.sum(), 1)),
+                       val_frame_recall=float((on & labels).sum() / max(labels.sum(), 1)),
+                       val_interval_recall=interval_recall(probs, [iv for _, _, _, iv in val],
+                                                           model.config.fps, closure.options["high"]))
+    return figures
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``python -m core fit-closure --model M --data DIR --out M2``."""
+    p = sub.add_parser("fit-closure", help="fit the contact head of closure-aware decoding (lips that "
+                       "meet on m/b/p) on a corpus, the rest of the model frozen")
+    p.add_argument("--model", type=str, required=True, help="model folder")
+    p.add_argument("--data", type=str, required=True, help="corpus folder (its train split is used)")
+    p.add_argument("--out", type=str, required=True, help="model folder to write (may be --model)")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
+    p.add_argument("--lip-centres", help="'U,L': upper and lower lip centre vertex indices (default: "
+                                         "the default head's, for a corpus on its topology)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from ..data.closure_labels import corpus_closures
+    from ..data.commands import DEFAULT_HEAD_CACHE
+    from ..data.vocaset import open_corpus
+    from ..metrics import resolve_regions
+    from .checkpoint import from_pretrained
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    corpus = open_corpus(args.data)
+    model = from_pretrained(args.model, topology=str(corpus.info.get("topology", "")) or None)
+    if corpus.num_vertices != model.config.num_vertices:
+        raise ImitatorError(f"{corpus.root}: the corpus has {corpus.num_vertices} vertices, the model "
+                            f"{model.config.num_vertices}; use the corpus the model was trained on")
+    if args.lip_centres:
+        try:
+            centres = tuple(int(x) for x in args.lip_centres.split(","))
+        except ValueError:
+            centres = ()
+        if len(centres) != 2 or not all(0 <= c < corpus.num_vertices for c in centres):
+            raise ImitatorError(f"--lip-centres {args.lip_centres!r}: give two vertex indices 'U,L' below "
+                                f"{corpus.num_vertices}")
+    else:
+        ns = argparse.Namespace(lip_mask=None, upper_mask=None, lip_centres=None, flame_masks=None,
+                                cache_dir=DEFAULT_HEAD_CACHE)
+        centres = resolve_regions(corpus, ns).lip_centres
+        if centres is None:
+            raise ImitatorError(f"{corpus.root}: no lip centre vertices known for this mesh; pass "
+                                f"--lip-centres U,L")
+    utts = corpus.splits["train"] + corpus.splits.get("val", [])
+    tag = hashlib.sha1(str(corpus.root.resolve()).encode()).hexdigest()[:12]
+    closures = corpus_closures(corpus, utts, DEFAULT_HEAD_CACHE / f"closures-{tag}.json", progress=True)
+    figures = fit_lip_closure(model, corpus, centres, closures, steps=args.steps,
+                              seed=args.seed, progress=True)
+    model.save_pretrained(args.out)
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {args.out} (closure-aware decoding on; generate --no-lip-closure turns it off)")
+    return 0
