@@ -141,10 +141,11 @@ def interval_recall(contact: list[np.ndarray], intervals: list[list], fps: float
     return hit / total if total else float("nan")
 
 
-def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, steps: int = 600,
+def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, steps: int = 300,
                     seed: int = 0, progress: bool = False) -> dict[str, float]:
     """Add a fitted ``LipClosure`` to ``model`` (in place; the rest stays frozen); returns figures
-    on the val split: frame precision/recall of the head and interval recall at ``high``."""
+    on the val split per contact threshold: m/b/p intervals the head fires in, frame precision and
+    the share of other frames it fires on."""
     torch.manual_seed(seed)
     model.eval()
     train_utts = corpus.splits["train"]
@@ -164,7 +165,7 @@ def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, 
         raise ImitatorError(f"{corpus.root}: no m/b/p closure frames in the train split; the contact "
                             f"head needs closures (transcripts or phone timings)")
     mean, std = X.mean(0), X.std(0) + 1e-6  # standardise inputs by folding into the first layer
-    optimizer = torch.optim.Adam(closure.head.parameters(), lr=3e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(closure.head.parameters(), lr=3e-3, weight_decay=1e-2)
     pos_weight = torch.tensor((len(y) - pos) / pos)
     Xn = (X - mean) / std
     for _ in range(steps):
@@ -178,18 +179,23 @@ def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, 
         first.weight /= std
     model.closure = closure
     model.config = model.config.replace(lip_closure=closure.options)
-    figures = {"train_frames": int(len(y)), "train_closure_frames": int(pos), "loss": float(loss.detach())}
+    figures: dict[str, Any] = {"train_frames": int(len(y)), "train_closure_frames": int(pos),
+                               "loss": float(loss.detach())}
     if val:
+        d = model.config.feature_dim
         with torch.no_grad():
-            probs = [closure.contact(x[None, :, :model.config.feature_dim], x[None, :, model.config.feature_dim:])[0].numpy()
-                     for x, _, _, _ in val]
+            probs = [closure.contact(x[None, :, :d], x[None, :, d:])[0].numpy() for x, _, _, _ in val]
         labels = np.concatenate([t.numpy() for _, t, _, _ in val]) > 0.5
         p_all = np.concatenate(probs)
-        on = p_all >= closure.options["high"]
-        figures.update(val_frame_precision=float((on & labels).sum() / max(on.sum(), 1)),
-                       val_frame_recall=float((on & labels).sum() / max(labels.sum(), 1)),
-                       val_interval_recall=interval_recall(probs, [iv for _, _, _, iv in val],
-                                                           model.config.fps, closure.options["high"]))
+        figures["val"] = []
+        for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            on = p_all >= threshold
+            figures["val"].append({
+                "threshold": threshold,
+                "interval_recall": round(interval_recall(probs, [iv for *_, iv in val], model.config.fps,
+                                                         threshold), 4),
+                "frame_precision": round(float((on & labels).sum() / max(on.sum(), 1)), 4),
+                "false_positive_rate": round(float((on & ~labels).sum() / max((~labels).sum(), 1)), 4)})
     return figures
 
 
@@ -202,7 +208,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=str, required=True, help="model folder")
     p.add_argument("--data", type=str, required=True, help="corpus folder (its train split is used)")
     p.add_argument("--out", type=str, required=True, help="model folder to write (may be --model)")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lip-centres", help="'U,L': upper and lower lip centre vertex indices (default: "
                                          "the default head's, for a corpus on its topology)")
     p.add_argument("--seed", type=int, default=0)
