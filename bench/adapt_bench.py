@@ -33,6 +33,7 @@ from core.data.closure_labels import closure_mask, utterance_closures
 from core.data.vocaset import open_corpus
 from core.metrics import MetricSums, resolve_regions
 from core.model.checkpoint import from_pretrained
+from core.model.closure import close_lips
 from core.style_profile import StyleProfile, model_hash
 
 
@@ -43,6 +44,7 @@ class TestUtterance:
     target: np.ndarray  # (T, V, 3)
     template: np.ndarray
     intervals: list
+    contact: np.ndarray | None  # (T,) closed-lip probability (closure-aware decoding), None without
 
 
 def sentence_sets(corpus, subject: str) -> tuple[list, list]:
@@ -89,14 +91,17 @@ def test_set(model, corpus, utterances: list) -> list[TestUtterance]:
         for utt in utterances:
             target = corpus.read_vertices(utt, fps)
             audio = torch.from_numpy(corpus.read_audio(utt, sr))[None]
-            visemes = model.viseme_features(model.audio_features(audio, len(target)))[0]
-            out.append(TestUtterance(utt.key, visemes, target, corpus.templates[utt.subject],
-                                     utterance_closures(utt)[0]))
+            feats = model.audio_features(audio, len(target))
+            visemes = model.viseme_features(feats)
+            contact = model.contact(visemes, feats)
+            out.append(TestUtterance(utt.key, visemes[0], target, corpus.templates[utt.subject],
+                                     utterance_closures(utt)[0], None if contact is None else contact[0].numpy()))
     return out
 
 
 def predict(model, utt: TestUtterance, style: StyleProfile | torch.Tensor) -> np.ndarray:
-    """(T, V, 3) vertices in a style: hidden(visemes + style) through the (adapted) final layer."""
+    """(T, V, 3) vertices in a style: hidden(visemes + style) through the (adapted) final layer,
+    lips closed where the model's contact head says so (as ``generate`` does)."""
     vector = torch.from_numpy(style.style) if isinstance(style, StyleProfile) else style
     with torch.no_grad():
         h = model.motion_decoder.hidden((utt.visemes + vector)[None])[0].numpy()  # (T, d)
@@ -104,6 +109,10 @@ def predict(model, utt: TestUtterance, style: StyleProfile | torch.Tensor) -> np
         basis, bias = style.basis(model)
     else:
         basis, bias = (t.detach().numpy() for t in model.basis())
+    if utt.contact is not None:
+        V = len(utt.template)
+        h = close_lips(h, utt.contact, basis.reshape(-1, V, 3), bias.reshape(V, 3), utt.template,
+                       model.closure.covariance.numpy(), model.closure.options)
     return utt.template + (h @ basis + bias).reshape(len(h), -1, 3)
 
 

@@ -8,10 +8,9 @@ import torch
 from core.errors import ImitatorError
 from core.metrics import lip_opening
 from core.model.closure import close_lips, closing_strength, closure_options
-from core.model.config import ImitatorConfig
 from core.model.generate import generate
 from core.model.imitator import Imitator
-from tiny_corpus import SR, TINY_MODEL, V, cli_main, write_tiny_corpus
+from tiny_corpus import SR, cli_main, tiny_corpus_and_model
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
 OPTIONS = closure_options({"centres": [0, 1], "low": 0.3, "high": 0.6, "smooth": 0.0})
@@ -61,13 +60,7 @@ def test_closing_strength_ramps_and_keeps_short_closures_full():
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    write_tiny_corpus(root)
-    torch.manual_seed(0)
-    model = Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna", "bert"], num_vertices=V))
-    torch.nn.init.normal_(model.motion_decoder.final.weight, std=1e-3)  # not the zero init
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
+    root, folder = tiny_corpus_and_model(tmp_path_factory)
     out = tmp_path_factory.mktemp("fitted")
     assert cli_main(["fit-closure", "--model", folder, "--data", root, "--out", out,
                      "--lip-centres", "0,1", "--steps", "300"]) == 0

@@ -15,7 +15,7 @@ from core.metrics import (FaceRegions, MetricSums, closures_reached, dtw, evalua
                           lip_max_squared_distance, lip_opening, mean_vertex_distance, predict_vertices,
                           upper_face_dynamics)
 from core.model import Imitator, ImitatorConfig
-from tiny_corpus import TINY_MODEL, V, cli_main, write_tiny_corpus
+from tiny_corpus import TINY_MODEL, V, cli_main, tiny_corpus_and_model, write_tiny_corpus
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
 
@@ -136,14 +136,7 @@ def test_regions_from_head_names_and_checks():
 # --- evaluate on a tiny corpus ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    write_tiny_corpus(root)
-    torch.manual_seed(0)
-    model = Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna", "bert"], num_vertices=V))
-    torch.nn.init.normal_(model.motion_decoder.final.weight, std=1e-3)  # not the zero init
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    return root, folder
+    return tiny_corpus_and_model(tmp_path_factory)
 
 
 def test_evaluate_command_table_and_json(setup, tmp_path, capsys):

@@ -80,6 +80,22 @@ def write_tiny_corpus(root: Path, *, phones: bool = True, seed: int = 0) -> np.n
     return basis
 
 
+def tiny_corpus_and_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(corpus folder, model folder): the tiny corpus and an untrained tiny model on it whose last
+    layer is not the zero init (which would hide every error)."""
+    from core.model.config import ImitatorConfig
+    from core.model.imitator import Imitator
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_tiny_corpus(root)
+    torch.manual_seed(0)
+    model = Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna", "bert"], num_vertices=V))
+    torch.nn.init.normal_(model.motion_decoder.final.weight, std=1e-3)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    return root, folder
+
+
 def register_commands() -> None:
     """Make sure core.cli knows our subcommands (whether or not cli.py lists them yet)."""
     import core.cli as cli

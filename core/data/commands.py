@@ -16,7 +16,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="generate the synthetic talking-head corpus (TTS + coarticulated motion)",
         description="Generate the synthetic corpus on the default head in the processed-VOCASET "
                     "layout (wav/, vertices_npy/, arkit/, templates.pkl, dataset.json). The "
-                    "default, 12 subjects x 40 utterances, is the corpus of the default model.")
+                    "default is 12 subjects x 40 utterances; the default model's corpus is the same with "
+                    "--utterances 100.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
     p.add_argument("--subjects", type=int, default=12, help="number of subjects (default 12)")
     p.add_argument("--utterances", type=int, default=40,
