@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from core.bilabial import Interval
 from core.errors import ImitatorError
@@ -15,7 +14,7 @@ from core.metrics import (FaceRegions, MetricSums, closures_reached, dtw, evalua
                           lip_max_squared_distance, lip_opening, mean_vertex_distance, predict_vertices,
                           upper_face_dynamics)
 from core.model import Imitator, ImitatorConfig
-from tiny_corpus import TINY_MODEL, V, cli_main, tiny_corpus_and_model, write_tiny_corpus
+from tiny_corpus import TINY_MODEL, cli_main, tiny_corpus_and_model
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
 
