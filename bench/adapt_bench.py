@@ -93,7 +93,7 @@ def test_set(model, corpus, utterances: list) -> list[TestUtterance]:
             audio = torch.from_numpy(corpus.read_audio(utt, sr))[None]
             feats = model.audio_features(audio, len(target))
             visemes = model.viseme_features(feats)
-            contact = model.contact(visemes, feats)
+            contact = model.contact(visemes, feats, model.audio_contact(audio, len(target)))
             out.append(TestUtterance(utt.key, visemes[0], target, corpus.templates[utt.subject],
                                      utterance_closures(utt)[0], None if contact is None else contact[0].numpy()))
     return out

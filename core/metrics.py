@@ -337,7 +337,7 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
         a = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device)[None]
         feats = model.audio_features(a, num_frames)
         visemes = model.viseme_features(feats)
-        contact = model.contact(visemes, feats) if lip_closure else None
+        contact = model.contact(visemes, feats, model.audio_contact(a, num_frames)) if lip_closure else None
         contact = None if contact is None else contact[0].float().cpu().numpy()
         weights = model.motion_weights(visemes.expand(len(styles), -1, -1),
                                        model.style_vector(torch.tensor(styles, device=device)))

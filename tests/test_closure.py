@@ -106,3 +106,29 @@ def test_generation_closes_the_lips_only_with_closure_aware_decoding(fitted):
     closed = generate(model, audio, SR, "anna").vertices()
     assert lip_opening(raw, (0, 1)).min() > 1e-3 and lip_opening(closed, (0, 1)).max() < 1e-6
     np.testing.assert_array_equal(generate(model, audio, SR, "anna", lip_closure=False).vertices(), raw)
+
+
+def test_audio_contact_net_is_fitted_and_streams_like_the_whole_file(fitted):
+    """The audio contact net joins the head (maximum); generation cuts audio into windows with
+    context, and the contact (and so the lips) equals a decode of the whole file at once."""
+    from core.model.generate import to_animation
+
+    _, _, out = fitted
+    model = Imitator.from_pretrained(out)
+    assert model.closure.audio_net is not None and model.config.lip_closure["audio_net"]
+    rng = np.random.default_rng(1)
+    audio = (0.3 * np.sin(2 * np.pi * 180 * np.arange(6 * SR) / SR) * (rng.random(6 * SR) > 0.3)).astype(np.float32)
+    with torch.no_grad():
+        a = torch.from_numpy(audio)[None]
+        feats = model.audio_features(a)
+        dec = model.viseme_decoder
+        visemes = dec.decode(feats, dec.new_cache(1, feats, model.config.window))
+        head = model.contact(visemes, feats)
+        heard = model.audio_contact(a, feats.shape[1])
+        contact = model.contact(visemes, feats, heard)
+        weights = model.motion_weights(visemes, model.style_vector("anna"))[0].numpy()
+    assert torch.equal(contact, torch.maximum(head, heard)) and not torch.equal(contact, head)
+    whole = to_animation(model, weights, contact=contact[0].numpy()).vertices()
+    streamed = generate(model, audio, SR, "anna", method="rolling", block_seconds=1.0)
+    assert feats.shape[1] > 2 * model.config.window  # really several windows
+    np.testing.assert_allclose(streamed.vertices(), whole, atol=1e-5)

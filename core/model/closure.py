@@ -6,7 +6,9 @@ Two small parts close them without touching the rest of the model:
 
 * a **contact head** on the style-agnostic viseme features and the audio features (closure is
   content, not style): p_t = sigmoid(MLP([viseme_t, audio_t])), fitted on the corpus' m/b/p frames
-  with the rest of the model frozen (``python -m core fit-closure``);
+  with the rest of the model frozen (``python -m core fit-closure``); optionally joined (maximum)
+  by a small **audio contact net** on the log-mel frames (residual dilated convolutions, +-170 ms),
+  which hears closures the motion features miss, e.g. a stop after a pause;
 * a **lip-closing correction** in the motion basis. Offsets are ``weights @ basis + bias``, so the
   vector between the upper and the lower lip centre is affine in the weights, g(w) = A w + g0.
   Where the head says "closed", the weights move to the most likely pose with g = 0 under a Gaussian
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ImitatorError
+from .encoders import average_per_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "low": 0.3,  # contact probability where closing starts ...
     "high": 0.6,  # ... and where the lips fully meet
     "smooth": 1.0,  # Gaussian sigma (frames) on the closing strength, so lips do not snap
+    "audio_net": False,  # also the audio contact net (log-mel encoders only)
+    "audio_channels": 64,
 }
+AUDIO_NET_DILATIONS = (1, 2, 4, 8)
 
 
 def closure_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,15 +63,50 @@ def closure_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return opts
 
 
-class LipClosure(nn.Module):
-    """The contact head and the weight covariance S (a buffer saved with the model)."""
+class _Residual(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, channels)
+        self.conv = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
 
-    def __init__(self, options: dict[str, Any], feature_dim: int):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, K)
+        return x + F.gelu(self.conv(self.norm(x)))
+
+
+class AudioContactNet(nn.Module):
+    """(B, K, n_mels + 1) log-mel frames -> (B, K) closed-lip logits, per 10 ms frame."""
+
+    def __init__(self, mel_dim: int, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(mel_dim))  # input standardisation (fitted)
+        self.register_buffer("std", torch.ones(mel_dim))
+        self.input = nn.Conv1d(mel_dim, channels, 5, padding=2)
+        self.blocks = nn.ModuleList(_Residual(channels, d) for d in AUDIO_NET_DILATIONS)
+        self.dropout = nn.Dropout(0.2)
+        self.output = nn.Conv1d(channels, 1, 1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.input(((mel - self.mean) / self.std).transpose(1, 2)))
+        for block in self.blocks:
+            x = block(x)
+        return self.output(self.dropout(x))[:, 0]
+
+
+class LipClosure(nn.Module):
+    """The contact head, the optional audio contact net and the weight covariance S (a buffer
+    saved with the model)."""
+
+    def __init__(self, options: dict[str, Any], feature_dim: int, mel_dim: int | None = None):
         super().__init__()
         self.options = closure_options(options)
         hidden = int(self.options["hidden"])
         self.head = nn.Sequential(nn.Linear(2 * feature_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.register_buffer("covariance", torch.eye(feature_dim))  # (d, d)
+        self.audio_net = None
+        if self.options["audio_net"]:
+            if not mel_dim:
+                raise ImitatorError("lip_closure: the audio contact net needs the log-mel encoder")
+            self.audio_net = AudioContactNet(mel_dim, int(self.options["audio_channels"]))
 
     def logits(self, visemes: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
         """(B, T, d) + (B, T, d) -> (B, T) contact logits."""
@@ -105,8 +147,16 @@ def close_lips(weights: np.ndarray, contact: np.ndarray, basis: np.ndarray, bias
 
 # --------------------------------------------------------------------------- fitting
 
-def _corpus_features(model, corpus, utterances, closures, progress: bool):
-    """Per utterance: (T, 2d) head inputs, (T,) closure labels, (T, d) weights in its own style."""
+@dataclass
+class _Utterance:
+    inputs: torch.Tensor  # (T, 2d) contact head inputs: viseme and audio features
+    labels: torch.Tensor  # (T,) 1 on closure frames
+    weights: np.ndarray  # (T, d) motion weights in the subject's (or the first) style
+    intervals: list  # m/b/p intervals
+    mel: torch.Tensor | None  # (K, n_mels + 1) log-mel frames, for the audio contact net
+
+
+def _corpus_features(model, corpus, utterances, closures, with_mel: bool, progress: bool) -> list[_Utterance]:
     from tqdm import tqdm
 
     from ..data.closure_labels import closure_mask
@@ -120,11 +170,52 @@ def _corpus_features(model, corpus, utterances, closures, progress: bool):
             visemes = model.viseme_features(feats)
             style = model.style_vector(utt.subject if utt.subject in model.config.styles else 0)
             weights = model.motion_weights(visemes, style)[0].numpy()
-            T = feats.shape[1]
-            labels = closure_mask(closures.get(utt.key, []), fps, T)
-            out.append((torch.cat([visemes, feats], -1)[0], torch.from_numpy(labels.astype(np.float32)),
-                        weights, closures.get(utt.key, [])))
+            intervals = closures.get(utt.key, [])
+            labels = closure_mask(intervals, fps, feats.shape[1]).astype(np.float32)
+            mel = model.audio_encoder.log_mel_frames(audio)[0] if with_mel else None
+            out.append(_Utterance(torch.cat([visemes, feats], -1)[0], torch.from_numpy(labels), weights,
+                                  intervals, mel))
     return out
+
+
+def _fit_audio_net(net: AudioContactNet, items: list[_Utterance], rate: float, epochs: int,
+                   seed: int, progress: bool) -> float:
+    """AdamW with a cosine schedule on batches of 16 utterances; labels from the m/b/p intervals at
+    the log-mel rate. Returns the last batch loss."""
+    from tqdm import tqdm
+
+    from ..data.closure_labels import closure_mask
+
+    mels = [it.mel for it in items]
+    labels = [torch.from_numpy(closure_mask(it.intervals, rate, len(it.mel)).astype(np.float32)) for it in items]
+    every = torch.cat(mels)
+    net.mean.copy_(every.mean(0))
+    net.std.copy_(every.std(0) + 1e-5)
+    y = torch.cat(labels)
+    pos_weight = (len(y) - y.sum()) / y.sum().clamp(min=1)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    rng = np.random.default_rng(seed)
+    net.train()
+    loss = torch.zeros(())
+    for _ in tqdm(range(epochs), desc="audio contact net", unit="epoch", disable=not progress):
+        order = rng.permutation(len(items))
+        for b in range(0, len(order), 16):
+            batch = order[b:b + 16]
+            K = max(len(mels[i]) for i in batch)
+            X = torch.zeros(len(batch), K, every.shape[1])
+            Y = torch.zeros(len(batch), K)
+            M = torch.zeros(len(batch), K)
+            for j, i in enumerate(batch):
+                X[j, :len(mels[i])], Y[j, :len(mels[i])], M[j, :len(mels[i])] = mels[i], labels[i], 1.0
+            bce = F.binary_cross_entropy_with_logits(net(X), Y, pos_weight=pos_weight, reduction="none")
+            loss = (bce * M).sum() / M.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    net.eval()
+    return float(loss.detach())
 
 
 def interval_recall(contact: list[np.ndarray], intervals: list[list], fps: float, threshold: float) -> float:
@@ -142,24 +233,27 @@ def interval_recall(contact: list[np.ndarray], intervals: list[list], fps: float
 
 
 def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, steps: int = 300,
-                    seed: int = 0, progress: bool = False) -> dict[str, float]:
+                    audio_net: bool = False, audio_epochs: int = 80, max_false_positives: float = 0.02,
+                    seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Add a fitted ``LipClosure`` to ``model`` (in place; the rest stays frozen); returns figures
     on the val split per contact threshold: m/b/p intervals the head fires in, frame precision and
-    the share of other frames it fires on."""
+    the share of other frames it fires on. With a val split, ``high`` becomes the lowest threshold
+    that fires on at most ``max_false_positives`` of the frames outside closures (``low`` half of it).
+    ``audio_net``: also fit the audio contact net (``audio_epochs`` passes over the train split)."""
     torch.manual_seed(seed)
     model.eval()
     train_utts = corpus.splits["train"]
     val_utts = corpus.splits.get("val", [])
     if not train_utts:
         raise ImitatorError(f"{corpus.root}: the train split is empty; nothing to fit the contact head on")
-    closure = LipClosure({**(model.config.lip_closure or {}), "centres": list(centres)},
-                         model.config.feature_dim)
-    train = _corpus_features(model, corpus, train_utts, closures, progress)
-    val = _corpus_features(model, corpus, val_utts, closures, progress) if val_utts else []
-    W = np.concatenate([w for _, _, w, _ in train])
+    closure = LipClosure({**(model.config.lip_closure or {}), "centres": list(centres), "audio_net": audio_net},
+                         model.config.feature_dim, getattr(model.audio_encoder, "log_mel_dim", None))
+    train = _corpus_features(model, corpus, train_utts, closures, audio_net, progress)
+    val = _corpus_features(model, corpus, val_utts, closures, audio_net, progress) if val_utts else []
+    W = np.concatenate([it.weights for it in train])
     closure.covariance.copy_(torch.from_numpy(np.cov(W, rowvar=False)).float())
-    X = torch.cat([x for x, _, _, _ in train])
-    y = torch.cat([t for _, t, _, _ in train])
+    X = torch.cat([it.inputs for it in train])
+    y = torch.cat([it.labels for it in train])
     pos = float(y.sum())
     if pos == 0:
         raise ImitatorError(f"{corpus.root}: no m/b/p closure frames in the train split; the contact "
@@ -177,25 +271,42 @@ def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, 
         first = closure.head[0]
         first.bias -= (first.weight * (mean / std)).sum(1)
         first.weight /= std
-    model.closure = closure
-    model.config = model.config.replace(lip_closure=closure.options)
     figures: dict[str, Any] = {"train_frames": int(len(y)), "train_closure_frames": int(pos),
                                "loss": float(loss.detach())}
+    if closure.audio_net is not None:
+        figures["audio_net_loss"] = _fit_audio_net(closure.audio_net, train, model.audio_encoder.rate,
+                                                   audio_epochs, seed, progress)
+    model.closure = closure
+    model.config = model.config.replace(lip_closure=closure.options)
     if val:
         d = model.config.feature_dim
         with torch.no_grad():
-            probs = [closure.contact(x[None, :, :d], x[None, :, d:])[0].numpy() for x, _, _, _ in val]
-        labels = np.concatenate([t.numpy() for _, t, _, _ in val]) > 0.5
+            probs = []
+            for it in val:
+                p = closure.contact(it.inputs[None, :, :d], it.inputs[None, :, d:])
+                if closure.audio_net is not None:
+                    q = torch.sigmoid(closure.audio_net(it.mel[None]))[..., None]
+                    p = torch.maximum(p, average_per_frame(q, model.audio_encoder.rate, model.config.fps,
+                                                           p.shape[1])[..., 0])
+                probs.append(p[0].numpy())
+        labels = np.concatenate([it.labels.numpy() for it in val]) > 0.5
         p_all = np.concatenate(probs)
         figures["val"] = []
-        for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        for threshold in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             on = p_all >= threshold
             figures["val"].append({
                 "threshold": threshold,
-                "interval_recall": round(interval_recall(probs, [iv for *_, iv in val], model.config.fps,
+                "interval_recall": round(interval_recall(probs, [it.intervals for it in val], model.config.fps,
                                                          threshold), 4),
                 "frame_precision": round(float((on & labels).sum() / max(on.sum(), 1)), 4),
                 "false_positive_rate": round(float((on & ~labels).sum() / max((~labels).sum(), 1)), 4)})
+        # the most closures the head can give while it fires on few other frames
+        allowed = [row for row in figures["val"] if row["false_positive_rate"] <= max_false_positives]
+        if allowed:
+            high = min(row["threshold"] for row in allowed)
+            closure.options.update(high=high, low=round(high / 2, 3))
+            model.config = model.config.replace(lip_closure=closure.options)
+    figures["chosen"] = {"low": closure.options["low"], "high": closure.options["high"]}
     return figures
 
 
@@ -211,6 +322,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lip-centres", help="'U,L': upper and lower lip centre vertex indices (default: "
                                          "the default head's, for a corpus on its topology)")
+    p.add_argument("--no-audio-net", dest="audio_net", action="store_false",
+                   help="only the contact head on viseme features, no audio contact net on log-mel frames")
+    p.add_argument("--audio-epochs", type=int, default=80, help="passes of the audio contact net (default 80)")
+    p.add_argument("--max-false-positives", type=float, default=0.02,
+                   help="share of frames outside m/b/p the head may close the lips on, on the val split; "
+                        "sets the contact threshold (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.set_defaults(func=_run)
@@ -252,6 +369,8 @@ def _run(args: argparse.Namespace) -> int:
     tag = hashlib.sha1(str(corpus.root.resolve()).encode()).hexdigest()[:12]
     closures = corpus_closures(corpus, utts, DEFAULT_HEAD_CACHE / f"closures-{tag}.json", progress=True)
     figures = fit_lip_closure(model, corpus, centres, closures, steps=args.steps,
+                              audio_net=args.audio_net and hasattr(model.audio_encoder, "log_mel_dim"),
+                              audio_epochs=args.audio_epochs, max_false_positives=args.max_false_positives,
                               seed=args.seed, progress=True)
     model.save_pretrained(args.out)
     print(json.dumps(figures, indent=1))

@@ -212,10 +212,18 @@ class LogMelEncoder(AudioEncoder):
         energy = spec.sum(1, keepdim=True)  # (B, 1, K)
         return torch.log(torch.cat([mel, energy], 1) + 1e-6).transpose(1, 2)  # (B, K, M+1)
 
-    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+    @property
+    def log_mel_dim(self) -> int:
+        return self.norm.normalized_shape[0]  # n_mels + 1
+
+    def log_mel_frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, K, n_mels + 1), audio shorter than one FFT window zero-padded."""
         if audio.shape[1] < self.n_fft:
             audio = F.pad(audio, (0, self.n_fft - audio.shape[1]))
-        x = self.norm(self.log_mel(audio)).transpose(1, 2)  # (B, M+1, K)
+        return self.log_mel(audio)
+
+    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        x = self.norm(self.log_mel_frames(audio)).transpose(1, 2)  # (B, M+1, K)
         x = F.gelu(self.conv2(F.gelu(self.conv1(x))))  # (B, dim, K)
         x = average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
         for block in self.context:

@@ -96,15 +96,18 @@ class _Stream:
             self.decode(self.start, end, total, final=end == total)
         return np.concatenate(self.done)[:total]
 
-    def features(self, s: int, e: int, available: int) -> torch.Tensor:
-        """(1, e - s, d) audio features of frames [s, e), computed with ``context`` frames either side."""
+    def features(self, s: int, e: int, available: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(1, e - s, d) audio features of frames [s, e), computed with ``context`` frames either side,
+        and the audio contact net's (1, e - s) closed-lip probability (None without one)."""
         c = self.context
         fs, fe = max(0, s - c), min(available, e + c)
         fs -= fs % self.model.audio_encoder.frame_step  # on the encoder's grid: same features as the whole file
         a = self.sample_at(fs) - self.buffer_start
         b = min(self.sample_at(fe), self.received) - self.buffer_start
         audio = torch.from_numpy(self.buffer[a:b]).to(self.device)[None]  # (1, N)
-        return self.model.audio_features(audio, fe - fs)[:, s - fs: e - fs]
+        contact = self.model.audio_contact(audio, fe - fs)
+        return (self.model.audio_features(audio, fe - fs)[:, s - fs: e - fs],
+                None if contact is None else contact[:, s - fs: e - fs])
 
     def forget_before(self, frame: int) -> None:
         first = max(0, frame - self.context)
@@ -114,11 +117,11 @@ class _Stream:
             self.buffer = self.buffer[drop:]
             self.buffer_start += drop
 
-    def outputs(self, feats: torch.Tensor, visemes: torch.Tensor) -> np.ndarray:
+    def outputs(self, feats: torch.Tensor, visemes: torch.Tensor, audio_contact: torch.Tensor | None) -> np.ndarray:
         """(n, d) motion weights, with the contact probability as an extra last column when the
         model has a contact head (so windows blend both alike)."""
         out = self.model.motion_weights(visemes, self.style)[0]
-        contact = self.model.contact(visemes, feats)
+        contact = self.model.contact(visemes, feats, audio_contact)
         if contact is not None:
             out = torch.cat([out, contact[0, :, None]], 1)
         return out.float().cpu().numpy()
@@ -136,11 +139,11 @@ class _Rolling(_Stream):
 
     @torch.no_grad()
     def decode(self, s: int, e: int, available: int, final: bool) -> None:
-        feats = self.features(s, e, available)  # (1, e-s, d)
+        feats, audio_contact = self.features(s, e, available)  # (1, e-s, d), (1, e-s)
         if self.cache is None:
             self.cache = self.model.viseme_decoder.new_cache(1, feats, self.window)
         visemes = self.model.viseme_decoder.decode(feats, self.cache)
-        self.done.append(self.outputs(feats, visemes))
+        self.done.append(self.outputs(feats, visemes, audio_contact))
         self.start = self.frames_done = e
         self.forget_before(e)
 
@@ -156,9 +159,9 @@ class _Crossfade(_Stream):
 
     @torch.no_grad()
     def decode(self, s: int, e: int, available: int, final: bool) -> None:
-        feats = self.features(s, e, available)
+        feats, audio_contact = self.features(s, e, available)
         visemes = self.model.viseme_features(feats)  # fresh start token
-        w = self.outputs(feats, visemes)  # (e-s, d [+ 1])
+        w = self.outputs(feats, visemes, audio_contact)  # (e-s, d [+ 1])
         O = self.overlap
         if self.tail is not None:
             k = min(O, len(w))

@@ -37,7 +37,7 @@ from torch import nn
 from ..errors import ImitatorError
 from .config import ImitatorConfig
 from .closure import LipClosure
-from .encoders import build_encoder, num_frames_for
+from .encoders import average_per_frame, build_encoder, num_frames_for
 
 
 # --- positional encoding ---------------------------------------------------------------------------
@@ -365,7 +365,8 @@ class Imitator(nn.Module):
         self.motion_decoder = MotionDecoder(self.config)
         self.register_buffer("template", torch.zeros(config.num_vertices, 3))  # rest positions (V, 3)
         # 5. optional contact head for closure-aware decoding (fitted after training)
-        self.closure = LipClosure(config.lip_closure, d) if config.lip_closure else None
+        self.closure = (LipClosure(config.lip_closure, d, getattr(self.audio_encoder, "log_mel_dim", None))
+                        if config.lip_closure else None)
 
     # 1 ----------------------------------------------------------------------------------------------
     def audio_features(self, audio: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
@@ -422,9 +423,22 @@ class Imitator(nn.Module):
         return self.motion_decoder.basis()
 
     # 5 ----------------------------------------------------------------------------------------------
-    def contact(self, visemes: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor | None:
-        """(B, T) probability of closed lips per frame, or None without a contact head."""
-        return None if self.closure is None else self.closure.contact(visemes, audio_features)
+    def audio_contact(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor | None:
+        """(B, T) closed-lip probability of the audio contact net for (B, N) audio, or None."""
+        if self.closure is None or self.closure.audio_net is None:
+            return None
+        enc = self.audio_encoder
+        logits = self.closure.audio_net(enc.log_mel_frames(audio))  # (B, K) at 100 Hz
+        return average_per_frame(torch.sigmoid(logits)[..., None], enc.rate, self.config.fps, num_frames)[..., 0]
+
+    def contact(self, visemes: torch.Tensor, audio_features: torch.Tensor,
+                audio_contact: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, T) probability of closed lips per frame (the contact head, or the audio contact net
+        where that is higher), or None without a contact head."""
+        if self.closure is None:
+            return None
+        p = self.closure.contact(visemes, audio_features)
+        return p if audio_contact is None else torch.maximum(p, audio_contact)
 
     # checkpoints ----------------------------------------------------------------------------------
     def save_pretrained(self, folder) -> None:

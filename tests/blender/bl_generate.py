@@ -411,3 +411,23 @@ def test_sidebar_and_preferences_draw_in_every_state(ext, tmp_dir):
     drawn = everything()
     assert ("label", "Collecting torch==2.13.0") in drawn and ("progress", "Collecting torch") in drawn
     assert any(d[0] == "label" and d[1].startswith("torch") for d in drawn)
+
+
+def test_one_undo_step_takes_the_whole_generate_back(ext, setup):
+    """Undo needs a window; the PyPI bpy has one (no display), so undo runs headless through a
+    context override, like Ctrl+Z after Generate. ``undo=True`` asks for the undo push Blender's
+    UI does after an operator flagged UNDO."""
+    name = setup.obj.name
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window):
+        bpy.ops.ed.undo_push(message="before Generate")
+        before = snapshot()
+        assert "UNDO" in bpy.types.IMITATOR_OT_generate.bl_options
+        assert bpy.ops.imitator.generate("EXEC_DEFAULT", True) == {"FINISHED"}
+        assert any(k.name.startswith("IM_") for k in bpy.data.objects[name].data.shape_keys.key_blocks)
+        assert snapshot() != before
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == before  # keys, action, sound strip, frame range: all gone in one step
+    with bpy.context.temp_override(window=window):
+        assert bpy.ops.ed.redo() == {"FINISHED"}
+    assert any(k.name.startswith("IM_") for k in bpy.data.objects[name].data.shape_keys.key_blocks)
