@@ -48,6 +48,7 @@ __all__ = ["FaceRegions", "lip_max_distance", "lip_max_squared_distance", "mean_
            "evaluate", "format_table", "add_commands"]
 
 CLOSED_GAP_M = 1e-3  # lips "meet": centre gap below 1 mm
+OPEN_GAP_M = 2e-3  # lips clearly apart: a closure there is a false one
 # Regions counted as the upper face: FLAME_masks.pkl names and the default head's names.
 UPPER_FACE_REGIONS = ("forehead", "eye_region", "brow_left", "brow_right", "eyelid_left", "eyelid_right")
 
@@ -226,6 +227,8 @@ class MetricSums:
     closed: int = 0
     closed_gt: int = 0
     intervals: int = 0
+    open_frames: int = 0  # frames where the ground truth's lips are apart (> 2 mm)
+    false_closures: int = 0  # ... and the prediction's meet (< 1 mm)
 
     def add(self, pred: np.ndarray, gt: np.ndarray, template: np.ndarray,
             intervals: Sequence[Interval] | None = None) -> dict[str, float]:
@@ -242,7 +245,11 @@ class MetricSums:
         own = {"frames": len(sq), "lip_vertex_error_mm": 1e3 * float(np.sqrt(sq).mean()),
                "mean_vertex_error_mm": 1e3 * float(mve.mean())}
         if r.lip_centres is not None:
-            total, steps = dtw(1e3 * lip_opening(pred, r.lip_centres), 1e3 * lip_opening(gt, r.lip_centres))
+            gap_pred, gap_gt = lip_opening(pred, r.lip_centres), lip_opening(gt, r.lip_centres)
+            apart = gap_gt > OPEN_GAP_M
+            self.open_frames += int(apart.sum())
+            self.false_closures += int((apart & (gap_pred < self.threshold)).sum())
+            total, steps = dtw(1e3 * gap_pred, 1e3 * gap_gt)
             self.dtw_total_mm.append(total)
             self.dtw_step_mm.append(total / steps)
             own["lip_sync_dtw_mm"] = total
@@ -278,6 +285,7 @@ class MetricSums:
             "bilabial_intervals": self.intervals,
             "bilabial_closure_rate": self.closed / self.intervals if self.intervals else None,
             "gt_bilabial_closure_rate": self.closed_gt / self.intervals if self.intervals else None,
+            "false_closure_rate": self.false_closures / self.open_frames if self.open_frames else None,
         }
 
 
@@ -290,6 +298,7 @@ ROWS = (  # (key, label, format)
     ("fdd_x1e-7", "FDD upper-face dynamics deviation (x1e-7 m^2)", "{:.4f}"),
     ("bilabial_closure_rate", "bilabial closure rate (gap < 1 mm)", "{:.1%}"),
     ("gt_bilabial_closure_rate", "  same, ground truth", "{:.1%}"),
+    ("false_closure_rate", "false closures (lips < 1 mm where the data has > 2 mm)", "{:.2%}"),
     ("bilabial_intervals", "m/b/p intervals", "{}"),
     ("sequences", "sequences (utterance x style)", "{}"),
     ("frames", "frames", "{}"),

@@ -117,6 +117,11 @@ def test_bilabial_closure_rate_counts_intervals_where_lips_meet_within_1mm():
     r = sums.result()
     assert r["bilabial_intervals"] == 3 and r["bilabial_closure_rate"] == pytest.approx(1 / 3)
     assert r["gt_bilabial_closure_rate"] == 1.0
+    assert r["false_closure_rate"] is None  # the ground truth is never apart here
+    open_gt = gt.copy()
+    open_gt[:, 0, 1] = 0.003  # 3 mm apart all along: frame 2 (0.5 mm) is a false closure
+    sums.add(verts, open_gt, np.zeros((3, 3)))
+    assert sums.result()["false_closure_rate"] == pytest.approx(1 / 8)
     # lip-sync: DTW of the opening curves in mm (ground truth constant 0.2 mm)
     assert r["lip_sync_dtw_mm"] == pytest.approx(np.abs(gap_mm - 0.2).sum())
 
