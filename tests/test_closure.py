@@ -8,9 +8,10 @@ import torch
 from core.errors import ImitatorError
 from core.metrics import lip_opening
 from core.model.closure import close_lips, closing_strength, closure_options
+from core.model.config import ImitatorConfig
 from core.model.generate import generate
 from core.model.imitator import Imitator
-from tiny_corpus import SR, cli_main, tiny_corpus_and_model
+from tiny_corpus import SR, TINY_MODEL, cli_main, tiny_corpus_and_model
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
 OPTIONS = closure_options({"centres": [0, 1], "low": 0.3, "high": 0.6, "smooth": 0.0})
@@ -56,6 +57,9 @@ def test_closing_strength_ramps_and_keeps_short_closures_full():
         closure_options({"centres": [3]})
     with pytest.raises(ImitatorError, match="low < high"):
         closure_options({"centres": [0, 1], "low": 0.7, "high": 0.6})
+    with pytest.raises(ImitatorError, match="do not exist on a head of 50 vertices"):
+        Imitator(ImitatorConfig(**TINY_MODEL, styles=["a"], num_vertices=50,
+                                lip_closure={"centres": [3, 50]}))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ Two small parts close them without touching the rest of the model:
   which hears closures the motion features miss, e.g. a stop after a pause;
 * a **lip-closing correction** in the motion basis. Offsets are ``weights @ basis + bias``, so the
   vector between the upper and the lower lip centre is affine in the weights, g(w) = A w + g0.
-  Where the head says "closed", the weights move to the most likely pose with g = 0 under a Gaussian
+  Where the contact says "closed", the weights move to the most likely pose with g = 0 under a Gaussian
   fitted to the model's own weights on the corpus (mean-free conditioning):
   w' = w - s_t * S A^T (A S A^T)^-1 g(w), S their covariance, s_t in [0, 1] the closing strength.
-  The result stays in the model's motion space, so exact bakes stay exact, and only frames the head
-  marks move.
+  The result stays in the model's motion space, so exact bakes stay exact, and only frames the
+  contact marks move.
 """
 
 from __future__ import annotations

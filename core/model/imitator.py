@@ -367,6 +367,9 @@ class Imitator(nn.Module):
         # 5. optional contact head for closure-aware decoding (fitted after training)
         self.closure = (LipClosure(config.lip_closure, d, getattr(self.audio_encoder, "log_mel_dim", None))
                         if config.lip_closure else None)
+        if self.closure is not None and max(self.closure.options["centres"]) >= config.num_vertices:
+            raise ImitatorError(f"lip_closure: lip centre vertices {self.closure.options['centres']} do not "
+                                f"exist on a head of {config.num_vertices} vertices")
 
     # 1 ----------------------------------------------------------------------------------------------
     def audio_features(self, audio: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
