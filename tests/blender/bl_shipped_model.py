@@ -1,7 +1,8 @@
 """The shipped default model through the Generate operator, the way a user meets it: default head,
 shipped sample audio, Generate, then scrub. The lip gap follows the speech, and the lips close
 (< 1 mm between the lip centres) inside every m/b/p interval that forced alignment finds in the
-sample; with closure-aware decoding switched off the same check fails, so it can."""
+sample, also after save and reopen; with closure-aware decoding switched off the same check
+fails, so it can."""
 
 import bpy
 import numpy as np
@@ -31,7 +32,7 @@ def closed_intervals(ext, gaps: np.ndarray, intervals, fps: float) -> list[bool]
     return out
 
 
-def test_shipped_model_closes_the_lips_on_every_bilabial_of_the_sample(ext):
+def test_shipped_model_closes_the_lips_on_every_bilabial_of_the_sample(ext, tmp_dir):
     ensure_runtime_packages(ext)
     head, obj = default_head(ext)
     scene = bpy.context.scene
@@ -53,6 +54,15 @@ def test_shipped_model_closes_the_lips_on_every_bilabial_of_the_sample(ext):
     print(f"shipped model: {sum(closed)} of {len(closed)} m/b/p intervals close below 1 mm; "
           f"lip gap {gaps.min() * 1e3:.2f}-{gaps.max() * 1e3:.1f} mm")
     assert all(closed), [(round(iv.start_s, 2), iv.phone) for iv, c in zip(intervals, closed) if not c]
+
+    # Saved and reopened: the same lips at every frame.
+    path, name = str(tmp_dir / "shipped.blend"), obj.name
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    scene, obj = bpy.context.scene, bpy.data.objects[name]
+    settings = scene.imitator
+    bpy.context.view_layer.objects.active = obj
+    np.testing.assert_allclose(scrub_gaps(ext, head, obj, scene), gaps, atol=1e-7)
 
     # The raw model output (closure-aware decoding off) leaves lips open: the check discriminates.
     settings.lip_closure = False
