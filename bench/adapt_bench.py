@@ -47,13 +47,14 @@ class TestUtterance:
     contact: np.ndarray | None  # (T,) closed-lip probability (closure-aware decoding), None without
 
 
-def sentence_sets(corpus, subject: str) -> tuple[list, list]:
-    """(train-sentence, test-sentence) utterances of a subject: dataset.json's sentence splits, else
-    the first and second half of the subject's utterances."""
+def sentence_sets(corpus, subject: str, held_out: tuple[str, ...] = ("test",)) -> tuple[list, list]:
+    """(train-sentence, held-out-sentence) utterances of a subject: dataset.json's sentence splits
+    (``held_out`` names the pools scored on), else the first and second half of its utterances."""
     mine = sorted((u for u in corpus.utterances if u.subject == subject), key=lambda u: u.sentence)
     pools = corpus.info.get("sentence_splits")
     if isinstance(pools, dict) and pools.get("train") and pools.get("test"):
-        train, test = set(pools["train"]), set(pools["test"])
+        train = set(pools["train"])
+        test = set().union(*(pools.get(name, []) for name in held_out))
         return [u for u in mine if u.sentence in train], [u for u in mine if u.sentence in test]
     half = len(mine) // 2
     return mine[:half], mine[half:]
@@ -132,6 +133,11 @@ def main() -> None:
     parser.add_argument("--steps1", type=int, default=AdaptSettings.steps1)
     parser.add_argument("--steps2", type=int, default=AdaptSettings.steps2)
     parser.add_argument("--subjects", type=int, help="use the first N test subjects only")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="held-out subjects to adapt to: test (the acceptance) or val (for tuning settings)")
+    parser.add_argument("--init", default=AdaptSettings.init, help="initial style: nearest, mean or a name")
+    parser.add_argument("--lr2", type=float, default=AdaptSettings.lr2, help="stage 2 learning rate")
+    parser.add_argument("--holdout", type=float, default=AdaptSettings.holdout, help="held-out share of the clip")
     parser.add_argument("--test-utterances", type=int, help="evaluate on at most N utterances per subject")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2: the acceptance setting)")
     parser.add_argument("--seed", type=int, default=0, help="order of the reference utterances")
@@ -147,16 +153,17 @@ def main() -> None:
                                                          cache_dir=args.cache_dir)).check(corpus.num_vertices)
     model = from_pretrained(args.model, "cpu", topology=str(corpus.info.get("topology", "")) or None)
     model_id = model_hash(model)
-    subjects = corpus.split_subjects("test")[: args.subjects] if args.subjects else corpus.split_subjects("test")
+    subjects = corpus.split_subjects(args.split)[: args.subjects] if args.subjects else corpus.split_subjects(args.split)
     mean_style = model.style_embedding.weight.detach().t().mean(0)
-    print(f"{args.model}: {len(model.config.styles)} training styles; test subjects {', '.join(subjects)}")
+    print(f"{args.model}: {len(model.config.styles)} training styles; {args.split} subjects {', '.join(subjects)}")
 
     pooled: dict[tuple, MetricSums] = {}
     seconds: dict[tuple, list[float]] = {}
     per_subject = []
     timing = None
     for subject in subjects:
-        train_utts, test_utts = sentence_sets(corpus, subject)
+        # val subjects (tuning) are scored on val + test sentences: test sentences alone are few
+        train_utts, test_utts = sentence_sets(corpus, subject, ("test",) if args.split == "test" else ("val", "test"))
         test_utts = test_utts[: args.test_utterances] if args.test_utterances else test_utts
         tests = test_set(model, corpus, test_utts)
         generic = score(model, regions, tests, mean_style)
@@ -167,7 +174,8 @@ def main() -> None:
             rng = np.random.default_rng([args.seed, sum(map(ord, subject))])
             clip, mask = reference_clip(model, corpus, train_utts, length, rng)
             for label, steps2 in (("stage 1", 0), ("stages 1+2", args.steps2)):
-                settings = AdaptSettings(steps1=args.steps1, steps2=steps2)
+                settings = AdaptSettings(steps1=args.steps1, steps2=steps2, init=args.init, lr2=args.lr2,
+                                         holdout=args.holdout)
                 t0 = time.perf_counter()
                 profile = adapt(model, clip, name=f"{subject}-{length:g}s", settings=settings, closures=mask,
                                 template=corpus.templates[subject], model_id=model_id)
