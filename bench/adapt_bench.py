@@ -153,7 +153,9 @@ def main() -> None:
                                                          cache_dir=args.cache_dir)).check(corpus.num_vertices)
     model = from_pretrained(args.model, "cpu", topology=str(corpus.info.get("topology", "")) or None)
     model_id = model_hash(model)
-    subjects = corpus.split_subjects(args.split)[: args.subjects] if args.subjects else corpus.split_subjects(args.split)
+    # subjects the model never trained on (the val split also holds training subjects' val sentences)
+    subjects = [s for s in corpus.split_subjects(args.split) if s not in model.config.styles]
+    subjects = subjects[: args.subjects] if args.subjects else subjects
     mean_style = model.style_embedding.weight.detach().t().mean(0)
     print(f"{args.model}: {len(model.config.styles)} training styles; {args.split} subjects {', '.join(subjects)}")
 
