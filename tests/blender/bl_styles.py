@@ -14,7 +14,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from scene_setup import ensure_runtime_packages
+from scene_setup import ensure_runtime_packages, expect_error
 
 SR = 16000
 
@@ -155,14 +155,6 @@ def rms_to_actor(scene, style, seed=7):
     gt = scene.generate(scene.model, audio, SR, scene.style).vertices()
     pred = scene.generate(scene.model, audio, SR, style).vertices()
     return float(np.sqrt(((pred - gt) ** 2).sum(-1).mean()))
-
-
-def expect_error(op, *words, **kwargs):
-    with pytest.raises(RuntimeError) as info:
-        op(**kwargs)
-    message = str(info.value).strip()
-    assert "\n" not in message and all(w in message for w in words), message
-    return message
 
 
 def test_adapt_from_an_animated_object_generate_with_it_and_manage_the_list(ext, tmp_dir):
