@@ -57,6 +57,7 @@ CHECKPOINT_STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
 CLOSURE_CACHE = "closures.json"
 LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")
+VAL_STYLES = 8  # a subject never trained on is validated in at most this many styles, evenly spread
 _MEMORY_CACHE_BYTES = 2 << 30  # keep the decoded training data in memory below this size
 
 
@@ -462,8 +463,12 @@ def _trim_metrics_log(path: Path, epochs_done: int) -> None:
 
 def _validate(model, items: _Items, indices: list[int], config, device, basis, dist_: _Dist,
               lip_loss: bool) -> dict[str, float] | None:
-    """Mean loss terms over the val utterances (every style for subjects never trained on)."""
+    """Mean loss terms over the val utterances (subjects never trained on: averaged over every
+    style, or over VAL_STYLES evenly spread ones when there are more)."""
     from .model.losses import imitator_loss
+
+    unseen_styles = np.unique(np.linspace(0, config.num_styles - 1, min(VAL_STYLES, config.num_styles))
+                              .round().astype(int)).tolist()
 
     was_training = model.training
     model.eval()
@@ -471,7 +476,7 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
     with torch.no_grad():
         for i in indices:
             item = items[i]
-            styles = [item.style] if item.style >= 0 else list(range(config.num_styles))
+            styles = [item.style] if item.style >= 0 else unseen_styles
             batch = _to_batch([item], device, basis)
             T = batch.lengths[0]
             pred = model(batch.audio.expand(len(styles), -1), torch.tensor(styles, device=device), T,

@@ -19,7 +19,8 @@ from core.data import phones as ph
 from core.data import styles, tts, visemes
 from core.data.sentences import load_sentences
 from core.data.styles import STYLE_RANGES, Style, sample_style
-from core.data.synth import CorpusConfig, build_corpus, lip_vertices, plan, split_subjects
+from core.data.synth import (CorpusConfig, build_corpus, lip_vertices, plan, split_subjects,
+                             style_partners)
 from core.errors import ImitatorError
 from core.faces.default_head import ARKIT_SHAPE_NAMES, load_default_head
 
@@ -253,3 +254,11 @@ def test_missing_engine_is_named(monkeypatch, head, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing left behind
     with pytest.raises(ImitatorError, match="fewer --utterances"):
         plan(replace(SMALL, utterances=600), load_sentences())
+
+
+def test_style_distances_sample_partners_for_many_subjects():
+    """Few subjects: every pair (as before); many: each meets k seeded others, never itself."""
+    assert style_partners(4, seed=0, k=15) == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+    many = style_partners(96, seed=0, k=15)
+    assert len(many) == 96 and all(len(set(p)) == 15 and i not in p for i, p in enumerate(many))
+    assert many == style_partners(96, seed=0, k=15) != style_partners(96, seed=1, k=15)

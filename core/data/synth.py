@@ -263,6 +263,18 @@ def _generate_in_worker(item: Item) -> dict:
 # Style distances
 
 
+MAX_STYLE_PARTNERS = 15  # subjects each one is compared with when measuring style distances
+
+
+def style_partners(n: int, seed: int, k: int = MAX_STYLE_PARTNERS) -> list[list[int]]:
+    """For each of n subjects, the others it is compared with: all of them, or a seeded sample of k."""
+    rng = np.random.default_rng([seed, 8])
+    others = [[j for j in range(n) if j != i] for i in range(n)]
+    if n <= k + 1:
+        return others
+    return [sorted(int(j) for j in rng.choice(o, k, replace=False)) for o in others]
+
+
 def style_distances(rig: _Rig, lips: np.ndarray, cfg: CorpusConfig,
                     sentences: list[Sentence]) -> dict:
     """Lip vertex error (mm) between subjects vs between two renditions of one subject.
@@ -270,9 +282,12 @@ def style_distances(rig: _Rig, lips: np.ndarray, cfg: CorpusConfig,
     Each of ``cfg.style_sentences`` test sentences is spoken in two renditions (STYLE_RENDITIONS:
     another accent, voice, rate and pitch). ``within``: a subject's rendition 1 vs its rendition
     2 (DTW-aligned); ``between``: subject i's rendition 1 vs subject j's rendition 2 (DTW), and
-    ``between_same_audio``: both on rendition 1, frame by frame.
+    ``between_same_audio``: both on rendition 1, frame by frame. With more than
+    ``MAX_STYLE_PARTNERS + 1`` subjects each is compared with a seeded sample of that many others
+    (all pairs would be quadratic: minutes of DTW for 100 subjects).
     """
     n = cfg.subjects
+    partners = style_partners(n, cfg.seed)
     pool = split_sentences(sentences)["test"]
     pick = np.random.default_rng([cfg.seed, 6]).choice(len(pool), min(cfg.style_sentences,
                                                                       len(pool)), replace=False)
@@ -294,11 +309,9 @@ def style_distances(rig: _Rig, lips: np.ndarray, cfg: CorpusConfig,
             tracks.append(per_subject)
         for i in range(n):
             within.append(dtw_lip_vertex_error(tracks[0][i], tracks[1][i]))
-            for j in range(n):
-                if j != i:
-                    between.append(dtw_lip_vertex_error(tracks[0][i], tracks[1][j]))
-                if j > i:
-                    same.append(lip_vertex_error(tracks[0][i], tracks[0][j]))
+            for j in partners[i]:
+                between.append(dtw_lip_vertex_error(tracks[0][i], tracks[1][j]))
+                same.append(lip_vertex_error(tracks[0][i], tracks[0][j]))
 
     def mean(values: list[float]) -> float | None:
         return round(float(np.mean(values)), 4) if values else None
