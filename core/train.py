@@ -57,6 +57,7 @@ CHECKPOINT_STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
 CLOSURE_CACHE = "closures.json"
 LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")
+LR_SCHEDULES = ("constant", "cosine")
 VAL_STYLES = 8  # a subject never trained on is validated in at most this many styles, evenly spread
 _MEMORY_CACHE_BYTES = 2 << 30  # keep the decoded training data in memory below this size
 
@@ -67,6 +68,8 @@ class TrainConfig:
 
     epochs: int = 100
     lr: float = 1e-4  # official optim_params.lr
+    lr_schedule: str = "constant"  # constant (the reference) | cosine: from lr down to lr * min_lr_ratio
+    min_lr_ratio: float = 0.05  # where the cosine schedule ends, relative to lr
     weight_decay: float = 0.0  # official weight_decay (AdamW at 0 is Adam)
     batch_size: int = 1  # official: one sequence per step
     patience: int = 20  # epochs without a better validation loss before stopping; 0: never stop
@@ -85,6 +88,18 @@ class TrainConfig:
                                 f"need epochs >= 0, batch_size >= 1, the others >= 0")
         if not self.lr > 0:
             raise ImitatorError(f"train config: lr {self.lr} must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ImitatorError(f"train config: lr_schedule {self.lr_schedule!r} is unknown; use one of "
+                                f"{', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ImitatorError(f"train config: min_lr_ratio {self.min_lr_ratio} must be in [0, 1]")
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based) of ``total_steps``."""
+        if self.lr_schedule == "constant" or total_steps <= 1:
+            return self.lr
+        progress = min(step / (total_steps - 1), 1.0)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # --------------------------------------------------------------------------- configuration
@@ -664,6 +679,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 terms = _batch_loss(pred, batch, config)
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr_at(global_step, cfg.epochs * len(batches))
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -784,6 +801,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-lip-loss", action="store_true", help="leave out the lip contact loss (ablation)")
     p.add_argument("--batch-size", type=int, help="sequences per step and process (default 1)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="constant (default, the reference) or cosine "
+                                                               "(down to 5%% of --lr at the last step)")
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 20)")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
     p.add_argument("--no-arkit", action="store_true", help="train on vertices_npy/ even when arkit/ exists")
@@ -797,6 +816,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     model_settings, train_settings = read_config_file(args.config) if args.config else ({}, {})
     overrides = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+                 "lr_schedule": args.lr_schedule,
                  "checkpoint_every": args.checkpoint_every}
     train_settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_lip_loss:

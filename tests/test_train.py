@@ -292,3 +292,13 @@ def test_arkit_fit_recovers_weights_on_a_head_with_arkit_keys():
     with pytest.raises(ImitatorError, match="vertices"):
         fit_arkit_weights(verts[:, :10], head)
     assert sys.modules["core.arkit_fit"]  # imported lazily by generate --arkit-csv
+
+
+def test_cosine_schedule_goes_from_lr_down_to_the_floor():
+    cfg = TrainConfig(lr=1e-3, lr_schedule="cosine", min_lr_ratio=0.1)
+    rates = [cfg.lr_at(step, 11) for step in range(11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates[5] == pytest.approx(0.55e-3) and all(a > b for a, b in zip(rates, rates[1:]))
+    assert TrainConfig(lr=1e-3).lr_at(7, 11) == 1e-3  # constant: the reference
+    with pytest.raises(ImitatorError, match="lr_schedule 'step'"):
+        TrainConfig(lr_schedule="step").validate()
