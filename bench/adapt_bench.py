@@ -12,6 +12,14 @@ the m/b/p closure rate are pooled over subjects (``core.metrics.MetricSums``). C
 contact loss come from the corpus's phone timings; a separate timing row adapts a 10 s reference
 the way a user's clip is adapted (closures recognized in the audio, all stages), on ``--threads``.
 
+A floor row puts the result in context: the training subjects' val sentences in their own trained
+style vs the mean style, i.e. what a perfect style fit could reach with this model.
+
+Use a corpus with many held-out subjects (style distances to the mean vary a lot between people;
+two test subjects gave 0.92x where sixteen give 0.75x for the same model):
+``python -m core dataset synth --out data/corpus96 --subjects 96 --utterances 16`` (16 test
+subjects, 4 min, 12 GB).
+
 Acceptance (issue 6): with 5 s of reference, adapted LVE <= 0.6 x the generic model's; mean vertex
 error and closure rate no worse; a 10 s clip adapts in <= 60 s on 2 CPU cores.
 """
@@ -124,6 +132,24 @@ def score(model, regions, tests: list[TestUtterance], style, sums: MetricSums | 
     return sums
 
 
+def own_style_floor(model, corpus, regions, mean_style: torch.Tensor, per_subject: int = 4) -> dict | None:
+    """What a perfect style fit could reach: training subjects' held-out (val) sentences spoken in
+    their own trained style vs the mean style. Adaptation recovers a style, not a better audio
+    model, so its LVE ratio on new people lands near this one (stage 2 can go a little below)."""
+    table = model.style_embedding.weight.detach().t()
+    own, generic, n = MetricSums(regions, model.config.fps), MetricSums(regions, model.config.fps), 0
+    for index, subject in enumerate(model.config.styles):
+        utts = [u for u in corpus.splits.get("val", []) if u.subject == subject][:per_subject]
+        tests = test_set(model, corpus, utts)
+        score(model, regions, tests, table[index], own)
+        score(model, regions, tests, mean_style, generic)
+        n += len(tests)
+    if not n:
+        return None
+    o, g = own.result()["lip_vertex_error_mm"], generic.result()["lip_vertex_error_mm"]
+    return {"utterances": n, "own_style_LVE_mm": o, "mean_style_LVE_mm": g, "LVE_ratio": o / g}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder (config.json + model.safetensors)")
@@ -144,6 +170,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imitator",
                         help="default head cache (the lip regions)")
     parser.add_argument("--no-timing", action="store_true", help="skip the user-path timing row")
+    parser.add_argument("--no-floor", action="store_true", help="skip the own-style floor row")
     parser.add_argument("--name", default="adapt", help="results/<name>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -202,6 +229,10 @@ def main() -> None:
                       "steps": {k: profile.meta["losses"][k]["steps"] for k in ("stage1", "stage2")
                                 if k in profile.meta["losses"]}}
 
+    floor = None if args.no_floor else own_style_floor(model, corpus, regions, mean_style)
+    if floor is not None:
+        print(f"floor: training subjects' val sentences in their own style: LVE {floor['own_style_LVE_mm']:.3f} mm "
+              f"= {floor['LVE_ratio']:.3f} x the mean style's ({floor['utterances']} utterances)")
     base = pooled[("-", "generic (mean style)")].result()
     rows = []
     for (length, label), sums in pooled.items():
@@ -228,7 +259,7 @@ def main() -> None:
         print(f"acceptance (5 s, stages 1+2): {verdict}")
     report(args.name, rows, {"model": str(args.model), "data": str(args.data), "subjects": subjects,
                              "steps": [args.steps1, args.steps2], "seed": args.seed, "threads": args.threads,
-                             "timing_10s_user_path": timing, "acceptance": verdict,
+                             "timing_10s_user_path": timing, "acceptance": verdict, "own_style_floor": floor,
                              "gt_closure_rate": base["gt_bilabial_closure_rate"], "per_subject": per_subject})
 
 
