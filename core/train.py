@@ -528,12 +528,13 @@ def _shard(order: np.ndarray, dist_: _Dist, batch_size: int) -> list[list[int]]:
 def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: dict[str, Any] | None = None,
           train_config: TrainConfig | None = None, resume: bool = False, epochs: int | None = None,
           device: str = "auto", progress: bool = True, cache_dir: str | os.PathLike | None = None,
-          arkit_basis: np.ndarray | None = None) -> dict[str, Any]:
+          arkit_basis: np.ndarray | None = None, init: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a run; returns a summary (best epoch, best val loss, epochs done ...).
 
     ``model_settings``: ImitatorConfig fields (vertex count and styles come from the corpus);
     ``epochs`` overrides the epoch count, also when resuming; ``arkit_basis`` (52, V, 3): shape keys
-    for the corpus's arkit/ weights (default: the default head's, when the corpus is on it).
+    for the corpus's arkit/ weights (default: the default head's, when the corpus is on it);
+    ``init``: a model folder to start a new run from (``warm_start``; a resumed run ignores it).
     """
     from tqdm import tqdm
 
@@ -603,6 +604,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
         with torch.no_grad():
             model.template.copy_(torch.from_numpy(np.mean(
                 [corpus.templates[s] for s in config.styles], axis=0)))
+        if init is not None and state is None:
+            log.info("warm start from %s: %d weight tensors", init, warm_start(model, init))
         model.to(dev)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                       weight_decay=cfg.weight_decay)
@@ -733,6 +736,32 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
             dist.destroy_process_group()
 
 
+def warm_start(model, folder: str | os.PathLike) -> int:
+    """Start ``model`` from the model in ``folder``: every weight of the same name and shape (audio
+    encoder, viseme decoder, motion decoder); the style table too when the styles are the same, else
+    each style starts at that model's mean style. The template stays the corpus's. Tensors taken."""
+    from .model.checkpoint import from_pretrained
+
+    base = from_pretrained(folder, "cpu")
+    if base.config.num_vertices != model.config.num_vertices:
+        raise ImitatorError(f"--init {folder}: that model animates {base.config.num_vertices} vertices, the "
+                            f"corpus has {model.config.num_vertices}; start from a model of the same head")
+    mine = model.state_dict()
+    take = {k: v for k, v in base.state_dict().items()
+            if k in mine and mine[k].shape == v.shape and k != "template" and not k.startswith("style_embedding")}
+    if not take:
+        raise ImitatorError(f"--init {folder}: no weight has the shape of this run's model; use the same "
+                            f"model settings (encoder, sizes) as that model")
+    model.load_state_dict(take, strict=False)
+    table = base.style_embedding.weight.detach()  # (d, styles)
+    with torch.no_grad():
+        if base.config.styles == model.config.styles:
+            model.style_embedding.weight.copy_(table)
+        elif table.shape[0] == model.style_embedding.weight.shape[0]:
+            model.style_embedding.weight.copy_(table.mean(1, keepdim=True).expand_as(model.style_embedding.weight))
+    return len(take)
+
+
 def _summary(run: Path, epochs: int, best, best_epoch: int, stopped_early: bool, steps: int) -> dict:
     return {"run": str(run), "epochs": epochs, "steps": steps, "best_loss": best, "best_epoch": best_epoch,
             "stopped_early": stopped_early}
@@ -795,6 +824,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="JSON: {\"model\": {ImitatorConfig fields}, \"train\": "
                                                "{TrainConfig fields}} or one flat object")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", type=Path, help="start from this model folder (same settings; new subjects "
+                                             "start at its mean style)")
     p.add_argument("--epochs", type=int, help="number of epochs (default 100; also when resuming)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -835,7 +866,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = train(args.data, args.out, model_settings=model_settings,
                     train_config=cfg if (given or not args.resume) else None, resume=args.resume,
                     epochs=args.epochs, device=args.device, progress=not args.quiet,
-                    cache_dir=args.cache_dir)
+                    cache_dir=args.cache_dir, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_loss"]
         print(f"{args.out}: {summary['epochs']} epochs{' (stopped early)' if summary['stopped_early'] else ''}"

@@ -5,6 +5,7 @@ Everything runs on the tiny corpus and model of ``tiny_corpus.py``; nothing is d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -302,3 +303,33 @@ def test_cosine_schedule_goes_from_lr_down_to_the_floor():
     assert TrainConfig(lr=1e-3).lr_at(7, 11) == 1e-3  # constant: the reference
     with pytest.raises(ImitatorError, match="lr_schedule 'step'"):
         TrainConfig(lr_schedule="step").validate()
+
+
+def test_init_starts_a_new_run_from_a_trained_model(corpus, tiny_model, tmp_path):
+    """--init: every weight comes from the given model (a vanishing lr keeps them), styles included
+    when they are the same subjects; a model of another head is refused."""
+    run = tmp_path / "warm"
+    train(corpus[0], run, model_settings=TINY_MODEL, train_config=TrainConfig(epochs=1, lr=1e-12),
+          progress=False, init=tiny_model)
+    start, warm = Imitator.from_pretrained(tiny_model).state_dict(), Imitator.from_pretrained(run).state_dict()
+    for name in ("motion_decoder.final.weight", "style_embedding.weight"):
+        assert torch.allclose(warm[name], start[name], atol=1e-6), name
+    fresh = tmp_path / "fresh"
+    train(corpus[0], fresh, model_settings=TINY_MODEL, train_config=TrainConfig(epochs=1, lr=1e-12), progress=False)
+    assert not torch.allclose(Imitator.from_pretrained(fresh).state_dict()["style_embedding.weight"],
+                              start["style_embedding.weight"])
+    other = Imitator.from_pretrained(tiny_model)
+    other.config.num_vertices += 1
+    from core.train import warm_start
+    with pytest.raises(ImitatorError, match=f"--init {tiny_model}: that model animates {V} vertices"):
+        warm_start(other, tiny_model)
+
+
+def test_init_with_other_subjects_starts_every_style_at_the_mean_style(tiny_model):
+    from core.train import warm_start
+    base = Imitator.from_pretrained(tiny_model)
+    model = Imitator(dataclasses.replace(base.config, styles=["x", "y", "z"]))
+    assert warm_start(model, tiny_model) > 10
+    mean = base.style_embedding.weight.detach().mean(1)
+    assert all(torch.allclose(model.style_embedding.weight[:, i], mean) for i in range(3))
+    assert torch.equal(model.motion_decoder.final.weight, base.motion_decoder.final.weight)
