@@ -23,7 +23,7 @@ from core.animation import Animation
 from core.bilabial import Interval
 from core.errors import ImitatorError
 from core.model import Imitator
-from core.train import TrainConfig, load_checkpoint_state, read_config_file, train
+from core.train import TrainConfig, load_checkpoint_state, read_config_file, train, warm_start
 from tiny_corpus import PHONES, PYTHON, TINY_MODEL, V, cli_main, entry_script, write_tiny_corpus
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
@@ -320,13 +320,11 @@ def test_init_starts_a_new_run_from_a_trained_model(corpus, tiny_model, tmp_path
                               start["style_embedding.weight"])
     other = Imitator.from_pretrained(tiny_model)
     other.config.num_vertices += 1
-    from core.train import warm_start
     with pytest.raises(ImitatorError, match=f"--init {tiny_model}: that model animates {V} vertices"):
         warm_start(other, tiny_model)
 
 
 def test_init_with_other_subjects_starts_every_style_at_the_mean_style(tiny_model):
-    from core.train import warm_start
     base = Imitator.from_pretrained(tiny_model)
     model = Imitator(dataclasses.replace(base.config, styles=["x", "y", "z"]))
     assert warm_start(model, tiny_model) > 10
