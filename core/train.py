@@ -5,8 +5,10 @@ As the official trainer (bala1144/Imitator ``imitator/pl_trainer.py`` and
 (no teacher forcing), Adam with lr 1e-4 and no weight decay (we use AdamW, identical at weight decay
 0), loss = reconstruction + 10 x velocity + lip contact (x5 around m/b/p closures), validation on
 the val split every epoch (subjects never trained on are decoded in every training style and the
-loss averaged, as the reference does), the best model by validation loss kept, early stopping.
-The reference's ReduceLROnPlateau (patience 5000 epochs) never fires in practice and is left out.
+loss averaged, as the reference does; in 8 evenly spread ones when there are more), the best model
+by validation loss kept, early stopping. The reference's ReduceLROnPlateau (patience 5000 epochs)
+never fires in practice and is left out; ours can decay the lr on a cosine (``lr_schedule``) and
+start from a trained model (``--init``, ``warm_start``).
 
 A run folder holds:
     RUN/config.json + RUN/model.safetensors   the best model (``Imitator.from_pretrained(RUN)``)
