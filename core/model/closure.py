@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ImitatorError
-from .encoders import average_per_frame
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +283,9 @@ def fit_lip_closure(model, corpus, centres: tuple[int, int], closures: dict, *, 
         with torch.no_grad():
             probs = []
             for it in val:
-                p = closure.contact(it.inputs[None, :, :d], it.inputs[None, :, d:])
-                if closure.audio_net is not None:
-                    q = torch.sigmoid(closure.audio_net(it.mel[None]))[..., None]
-                    p = torch.maximum(p, average_per_frame(q, model.audio_encoder.rate, model.config.fps,
-                                                           p.shape[1])[..., 0])
-                probs.append(p[0].numpy())
+                audio_contact = (None if closure.audio_net is None else
+                                 model.audio_contact_from_log_mel(it.mel[None], len(it.labels)))
+                probs.append(model.contact(it.inputs[None, :, :d], it.inputs[None, :, d:], audio_contact)[0].numpy())
         labels = np.concatenate([it.labels.numpy() for it in val]) > 0.5
         # lips may close a little before or after the sound (the corpus leads by up to 120 ms):
         # "far" frames are more than 100 ms from any m/b/p, where a closure is plainly wrong

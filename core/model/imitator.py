@@ -430,9 +430,13 @@ class Imitator(nn.Module):
         """(B, T) closed-lip probability of the audio contact net for (B, N) audio, or None."""
         if self.closure is None or self.closure.audio_net is None:
             return None
-        enc = self.audio_encoder
-        logits = self.closure.audio_net(enc.log_mel_frames(audio))  # (B, K) at 100 Hz
-        return average_per_frame(torch.sigmoid(logits)[..., None], enc.rate, self.config.fps, num_frames)[..., 0]
+        return self.audio_contact_from_log_mel(self.audio_encoder.log_mel_frames(audio), num_frames)
+
+    def audio_contact_from_log_mel(self, mel: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, T) audio contact net probability from (B, K, n_mels + 1) log-mel frames at 100 Hz."""
+        logits = self.closure.audio_net(mel)  # (B, K)
+        return average_per_frame(torch.sigmoid(logits)[..., None], self.audio_encoder.rate, self.config.fps,
+                                 num_frames)[..., 0]
 
     def contact(self, visemes: torch.Tensor, audio_features: torch.Tensor,
                 audio_contact: torch.Tensor | None = None) -> torch.Tensor | None:
