@@ -110,7 +110,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(corpus, tmp_pa
 
 
 def test_long_sequences_are_cropped_with_their_audio_and_closures():
-    from core.train import _crop, _Item
+    from core.train.loop import _crop, _Item
 
     T, sr, fps = 30, 16000, 30.0
     item = _Item("k", np.arange(sr, dtype=np.float32), np.arange(T, dtype=np.float32)[:, None],

@@ -223,7 +223,11 @@ class LogMelEncoder(AudioEncoder):
         return self.log_mel(audio)
 
     def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
-        x = self.norm(self.log_mel_frames(audio)).transpose(1, 2)  # (B, M+1, K)
+        return self.from_log_mel(self.log_mel_frames(audio), num_frames)
+
+    def from_log_mel(self, mel: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, K, n_mels + 1) log-mel frames (``log_mel_frames``) -> (B, num_frames, dim) features."""
+        x = self.norm(mel).transpose(1, 2)  # (B, M+1, K)
         x = F.gelu(self.conv2(F.gelu(self.conv1(x))))  # (B, dim, K)
         x = average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
         for block in self.context:

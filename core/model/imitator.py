@@ -238,9 +238,14 @@ class VisemeDecoder(nn.Module):
                    cache: KVCache, index: int, p: int, bias: torch.Tensor | None) -> torch.Tensor:
         """One post-norm decoder layer for one (B, d) frame, as ``nn.TransformerDecoderLayer.forward``
         (functional calls: module-call overhead dominates at this size)."""
+        return self.after_self_attention(layer, x, self.self_attention_step(layer, x, cache, index, p, bias),
+                                         cross)
+
+    def after_self_attention(self, layer: nn.TransformerDecoderLayer, x: torch.Tensor, sa: torch.Tensor,
+                             cross: torch.Tensor) -> torch.Tensor:
+        """The rest of a post-norm decoder layer once self-attention ``sa`` is known (any leading shape)."""
         drop = _dropout if self.training else _identity
         d = (x.shape[-1],)
-        sa = self.self_attention_step(layer, x, cache, index, p, bias)
         x = F.layer_norm(x + drop(sa, layer.dropout1.p), d, layer.norm1.weight, layer.norm1.bias,
                          layer.norm1.eps)
         x = F.layer_norm(x + drop(cross, layer.dropout2.p), d, layer.norm2.weight, layer.norm2.bias,
@@ -282,6 +287,38 @@ class VisemeDecoder(nn.Module):
                 token = x
         cache.token, cache.position = token, cache.position + t
         return torch.stack(outputs, 1)  # (B, t, d)
+
+    # training: every frame at once, on given inputs ---------------------------------------------
+    def teacher_forced(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) audio memory + (B, T, d) decoder inputs -> (B, T, d): one parallel causal pass.
+        With ``tokens`` = [start token, own outputs of frames 0 .. T-2] this is exactly ``decode``."""
+        B, T, d = memory.shape
+        H, dh = self.num_heads, self.head_dim
+        mask = self_attention_mask(self.config, T).to(memory)  # (H, T, T)
+        x = self.positional_encoding(tokens)
+        for layer in self.layers:
+            attn = layer.self_attn
+            q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(
+                B, T, 3, H, dh).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, dh)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=attn.dropout if self.training else 0.0)
+            sa = F.linear(out.transpose(1, 2).reshape(B, T, d), attn.out_proj.weight, attn.out_proj.bias)
+            x = self.after_self_attention(layer, x, sa, self.cross_attention(layer, memory))
+        return x
+
+    def parallel(self, memory: torch.Tensor, passes: int, grad_passes: int = 1) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d) visemes by ``passes`` parallel passes, each fed the previous pass's
+        outputs shifted by one frame (the first: start tokens only). After k passes the first k
+        frames equal the autoregressive ``decode`` exactly; with passes >= T every frame does and,
+        when all passes keep their gradients (``grad_passes`` >= passes), so do the gradients.
+        Only the last ``grad_passes`` passes record gradients (cheap training)."""
+        tokens = memory.new_zeros(memory.shape)
+        out = tokens
+        for i in range(passes):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= passes - grad_passes):
+                out = self.teacher_forced(memory, tokens)
+            tokens = F.pad(out[:, :-1], (0, 0, 1, 0))  # frame i's input: frame i-1's output
+        return out
 
     def forward(self, memory: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
         """(B, T, d) audio memory -> (B, T, d) viseme features (full context, like the reference)."""

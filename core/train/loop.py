@@ -46,7 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ImitatorError
+from ..errors import ImitatorError
+from .reduced_loss import ReducedTargets, reduced_loss
+from .step import StepBatch, TrainStep, vertex_loss
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ CLOSURE_CACHE = "closures.json"
 LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")
 LR_SCHEDULES = ("constant", "cosine")
 VAL_STYLES = 8  # a subject never trained on is validated in at most this many styles, evenly spread
-_MEMORY_CACHE_BYTES = 2 << 30  # keep the decoded training data in memory below this size
+_MEMORY_CACHE_BYTES = 4 << 30  # keep the decoded training data in memory below this size
 
 
 @dataclass
@@ -81,7 +83,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps; 0: at epoch ends only
     lip_loss: bool = True  # lip contact loss on m/b/p closures (False: the ablation)
     max_frames: int = 0  # longer training sequences are cropped at random; 0: model max_seq_len
-    use_arkit: bool = True  # expand arkit/ weights on the device when the corpus has them
+    use_arkit: bool = True  # train on the arkit/ weights when the corpus has them (and their shape keys)
+    # ours, for speed (the reference: batch_size 1, decoder_passes 0, reduced_loss False) ----------
+    decoder_passes: int = 0  # 0: autoregressive rollout as the reference; N: N parallel causal passes
+    grad_passes: int = 1  # of those, how many (the last ones) record gradients
+    reduced_loss: bool = True  # ARKit targets: losses from Gram matrices, never vertex frames (exact)
+    val_utterances: int = 0  # validate on at most this many val utterances, evenly spread; 0: all
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 0 or self.checkpoint_every < 0:
@@ -93,6 +100,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ImitatorError(f"train config: lr_schedule {self.lr_schedule!r} is unknown; use one of "
                                 f"{', '.join(LR_SCHEDULES)}")
+        if self.decoder_passes < 0 or self.grad_passes < 1 or self.val_utterances < 0:
+            raise ImitatorError(f"train config: decoder_passes {self.decoder_passes}, grad_passes "
+                                f"{self.grad_passes}, val_utterances {self.val_utterances}: need "
+                                f"decoder_passes >= 0, grad_passes >= 1, val_utterances >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ImitatorError(f"train config: min_lr_ratio {self.min_lr_ratio} must be in [0, 1]")
 
@@ -109,7 +120,7 @@ class TrainConfig:
 def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model settings, train settings) from JSON: ``{"model": {...}, "train": {...}}``, or one flat
     object whose keys are sorted into ImitatorConfig and TrainConfig fields."""
-    from .model.config import ImitatorConfig
+    from ..model.config import ImitatorConfig
 
     try:
         data = json.loads(Path(path).read_text())
@@ -138,7 +149,7 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def model_config_for(corpus, settings: dict[str, Any], fps: float | None = None):
     """The model config for a corpus: its vertex count, topology and training subjects (styles);
     the built-in log-mel encoder unless the settings name another."""
-    from .model.config import ImitatorConfig
+    from ..model.config import ImitatorConfig
 
     settings = dict(settings)
     if "encoder" not in settings:
@@ -236,7 +247,7 @@ class _Items:
     def __getitem__(self, index: int) -> _Item:
         if self.memory is not None and index in self.memory:
             return self.memory[index]
-        from .data.closure_labels import closure_mask
+        from ..data.closure_labels import closure_mask
 
         utt = self.utterances[index]
         fps = self.config.fps
@@ -263,18 +274,9 @@ def _crop(item: _Item, max_frames: int, rng: np.random.Generator, sr: int, fps: 
                                closures=None if item.closures is None else item.closures[s:s + max_frames])
 
 
-@dataclass
-class _Batch:
-    audio: torch.Tensor  # (B, N)
-    target: torch.Tensor  # (B, T, V, 3) vertices
-    template: torch.Tensor  # (B, V, 3)
-    style: torch.Tensor  # (B,)
-    lengths: list[int]
-    closures: torch.Tensor | None  # (B, T) bool
-
-
-def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | None) -> _Batch:
-    """Pad to the longest item, move to the device, expand ARKit weights there."""
+def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | None) -> StepBatch:
+    """Pad to the longest item, move to the device; with ``basis`` expand ARKit weights to vertices
+    there (without, targets stay the compact (B, T, 52) weights of the reduced loss)."""
     lengths = [len(it.target) for it in items]
     T, N = max(lengths), max(len(it.audio) for it in items)
     audio = np.zeros((len(items), N), np.float32)
@@ -293,28 +295,14 @@ def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | No
     target_t = torch.from_numpy(target).to(device, non_blocking=True)
     if basis is not None:  # (B, T, 52) weights -> (B, T, V, 3) vertices, on the device
         target_t = template[:, None] + torch.einsum("btk,kvc->btvc", target_t, basis)
-    return _Batch(torch.from_numpy(audio).to(device, non_blocking=True), target_t, template,
+    return StepBatch(torch.from_numpy(audio).to(device, non_blocking=True), target_t, template,
                   torch.tensor([max(it.style, 0) for it in items], device=device), lengths, closures)
-
-
-def _batch_loss(pred: torch.Tensor, batch: _Batch, config) -> dict[str, torch.Tensor]:
-    """Loss terms averaged over the items, each on its own frames."""
-    from .model.losses import imitator_loss
-
-    sums = None
-    for i, T in enumerate(batch.lengths):
-        c = None if batch.closures is None else batch.closures[i, :T]
-        terms = imitator_loss(pred[i:i + 1, :T], batch.target[i:i + 1, :T], config, c)
-        parts = [terms.total, terms.reconstruction, terms.velocity, terms.lip_contact]
-        sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
-    n = len(batch.lengths)
-    return {k: v / n for k, v in zip(LOSS_TERMS, sums)}
 
 
 def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | None:
     """(52, V, 3) ARKit shape keys of the corpus's head when every utterance has arkit/ weights and
     the head is the default head (checked: weights @ keys + template = the vertex file)."""
-    from .faces.default_head import load_default_head
+    from ..faces.default_head import load_default_head
 
     if not utterances or any(u.arkit is None for u in utterances):
         return None
@@ -326,7 +314,7 @@ def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | Non
     topology = str(corpus.info.get("topology", ""))
     if head is None or head.num_vertices != corpus.num_vertices or topology not in ("", head.topology):
         return None
-    from .data.visemes import shape_key_basis
+    from ..data.visemes import shape_key_basis
 
     basis = shape_key_basis(head).reshape(-1, head.num_vertices, 3)
     return basis if _arkit_matches(corpus, utterances[0], basis) else None
@@ -463,7 +451,7 @@ def _trim_metrics_log(path: Path, epochs_done: int) -> None:
     """Drop lines of epochs after the checkpoint (written before a kill, redone on resume)."""
     if not path.is_file():
         return
-    from .fileio import atomic_write
+    from ..fileio import atomic_write
 
     keep = []
     for line in path.read_text().splitlines():
@@ -479,11 +467,11 @@ def _trim_metrics_log(path: Path, epochs_done: int) -> None:
 # --------------------------------------------------------------------------- the loop
 
 def _validate(model, items: _Items, indices: list[int], config, device, basis, dist_: _Dist,
-              lip_loss: bool) -> dict[str, float] | None:
-    """Mean loss terms over the val utterances (subjects never trained on: averaged over every
-    style, or over VAL_STYLES evenly spread ones when there are more)."""
-    from .model.losses import imitator_loss
-
+              lip_loss: bool, reduced: ReducedTargets | None = None) -> dict[str, float] | None:
+    """Mean loss terms over the val utterances, decoded autoregressively as in generation (subjects
+    never trained on: averaged over every style, or over VAL_STYLES evenly spread ones when there
+    are more). The visemes are style-agnostic, so each utterance is decoded once for all styles;
+    with ``reduced`` the losses come from the Gram matrices (the same numbers, no vertex frames)."""
     unseen_styles = np.unique(np.linspace(0, config.num_styles - 1, min(VAL_STYLES, config.num_styles))
                               .round().astype(int)).tolist()
 
@@ -494,25 +482,31 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
         for i in indices:
             item = items[i]
             styles = [item.style] if item.style >= 0 else unseen_styles
-            batch = _to_batch([item], device, basis)
+            S = len(styles)
+            batch = _to_batch([item], device, None if reduced is not None else basis)
             T = batch.lengths[0]
-            pred = model(batch.audio.expand(len(styles), -1), torch.tensor(styles, device=device), T,
-                         batch.template.expand(len(styles), -1, -1))
-            closures = batch.closures[0] if (batch.closures is not None and lip_loss) else None
-            per_style = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
-            for s in range(len(styles)):
-                t = imitator_loss(pred[s:s + 1], batch.target, config, closures)
-                per_style += torch.tensor([float(t.total), float(t.reconstruction), float(t.velocity),
-                                           float(t.lip_contact)], dtype=torch.float64)
-            sums[:-1] += per_style / len(styles)
+            visemes = model.viseme_features(model.audio_features(batch.audio, T)).expand(S, -1, -1)
+            style = model.style_vector(torch.tensor(styles, device=device), S)
+            closures = batch.closures.expand(S, -1) if (batch.closures is not None and lip_loss) else None
+            styled = StepBatch(batch.audio, batch.target.expand(S, *batch.target.shape[1:]),
+                               batch.template.expand(S, -1, -1), style, [T] * S, closures)
+            if reduced is not None:
+                final = model.motion_decoder.final
+                terms = reduced_loss(model.motion_decoder.hidden(visemes + style[:, None]), final.weight,
+                                     final.bias, styled.target, styled.frame_mask, reduced, config, closures)
+            else:
+                flat = model.motion_decoder(visemes + style[:, None])  # (S, T, 3V)
+                pred = flat.view(S, T, -1, 3) + styled.template[:, None]
+                terms = vertex_loss(pred, styled, config)
+            sums[:-1] += torch.tensor([float(terms[k]) for k in LOSS_TERMS], dtype=torch.float64)
             sums[-1] += 1
     model.train(was_training)
     if dist_.active:
         import torch.distributed as dist
 
-        reduced = sums.to(device) if device.type == "cuda" else sums
-        dist.all_reduce(reduced)
-        sums = reduced.cpu()
+        summed = sums.to(device) if device.type == "cuda" else sums
+        dist.all_reduce(summed)
+        sums = summed.cpu()
     if sums[-1] == 0:
         return None
     return {k: float(v) for k, v in zip(LOSS_TERMS, sums[:-1] / sums[-1])}
@@ -540,8 +534,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
     """
     from tqdm import tqdm
 
-    from .data.vocaset import open_corpus
-    from .model.imitator import Imitator
+    from ..data.vocaset import open_corpus
+    from ..model.imitator import Imitator
 
     run = Path(out)
     dist_ = _init_distributed(device)
@@ -571,7 +565,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
 
         corpus = open_corpus(data, seed=cfg.seed)
         if state is not None:
-            from .model.config import ImitatorConfig
+            from ..model.config import ImitatorConfig
 
             config = ImitatorConfig.from_dict(state["model_config"], f"{run / CHECKPOINT_DIR}")
             if config.styles != corpus.style_subjects or config.num_vertices != corpus.num_vertices:
@@ -594,7 +588,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                                     Path(cache_dir) if cache_dir is not None else None)
         use_arkit = basis_np is not None and all(u.arkit is not None for u in train_utts + val_utts)
         basis = torch.from_numpy(np.asarray(basis_np, np.float32)).to(dev) if use_arkit else None
-        log.info("targets: %s", "arkit/ weights expanded on the device" if use_arkit else "vertices_npy/")
+        reduced = ReducedTargets(basis_np, device=dev) if use_arkit and cfg.reduced_loss else None
+        log.info("targets: %s", "vertices_npy/" if not use_arkit else "arkit/ weights, losses through Gram "
+                 "matrices" if reduced is not None else "arkit/ weights expanded on the device")
         cache = _data_bytes(train_utts + val_utts, use_arkit) < _MEMORY_CACHE_BYTES
         train_items = _Items(corpus, train_utts, config, closures, use_arkit, cache)
         val_items = _Items(corpus, val_utts, config, closures, use_arkit, cache)
@@ -640,11 +636,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 run.mkdir(parents=True, exist_ok=True)
                 (run / METRICS_LOG).unlink(missing_ok=True)
 
-        net = model
+        net = TrainStep(model, cfg.decoder_passes, cfg.grad_passes, reduced)
         if dist_.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
                                           find_unused_parameters=config.encoder != "logmel")
 
         def checkpoint(finished: bool = False) -> None:
@@ -664,8 +660,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
             return _summary(run, epoch, best, best_epoch, stopped_early, global_step)
         stopped_early = False
         max_frames = cfg.max_frames or config.max_seq_len
-        val_indices = list(range(dist_.rank, len(val_items), dist_.world))
-        model.train()
+        val_all = list(range(len(val_items)))
+        if cfg.val_utterances and len(val_all) > cfg.val_utterances:
+            val_all = np.unique(np.linspace(0, len(val_all) - 1, cfg.val_utterances).round().astype(int)).tolist()
+        val_indices = val_all[dist_.rank::dist_.world]
+        net.train()
 
         # --- epochs ------------------------------------------------------------------------------
         while epoch < cfg.epochs:
@@ -677,11 +676,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
             for step in range(step_in_epoch, len(batches)):
                 items = [_crop(train_items[i], max_frames, np.random.default_rng([cfg.seed, epoch, int(i)]),
                                config.sample_rate, config.fps) for i in batches[step]]
-                batch = _to_batch(items, dev, basis)
+                batch = _to_batch(items, dev, None if reduced is not None else basis)
                 if not lip_loss:
                     batch.closures = None
-                pred = net(batch.audio, batch.style, max(batch.lengths), batch.template)
-                terms = _batch_loss(pred, batch, config)
+                terms = net(batch)
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 for group in optimizer.param_groups:
@@ -702,7 +700,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
             bar.close()
 
             train_terms = _reduce_means(sums, dist_, dev)
-            val_terms = _validate(model, val_items, val_indices, config, dev, basis, dist_, lip_loss)
+            val_terms = _validate(model, val_items, val_indices, config, dev, basis, dist_, lip_loss, reduced)
             monitor = (val_terms or train_terms)["total"]
             epoch += 1
             improved = best is None or monitor < best - cfg.min_delta
@@ -742,7 +740,7 @@ def warm_start(model, folder: str | os.PathLike) -> int:
     """Start ``model`` from the model in ``folder``: every weight of the same name and shape (audio
     encoder, viseme decoder, motion decoder); the style table too when the styles are the same, else
     each style starts at that model's mean style. The template stays the corpus's. Tensors taken."""
-    from .model.checkpoint import from_pretrained
+    from ..model.checkpoint import from_pretrained
 
     base = from_pretrained(folder, "cpu")
     if base.config.num_vertices != model.config.num_vertices:
@@ -791,7 +789,7 @@ def _reduce_means(sums: list[float], dist_: _Dist, device: torch.device) -> dict
 def _closures(corpus, utterances, cache_path: Path, dist_: _Dist, progress: bool) -> dict:
     """m/b/p intervals for the lip contact loss: phone timings, else detected (rank 0 detects and
     caches, the others read the cache)."""
-    from .data.closure_labels import corpus_closures
+    from ..data.closure_labels import corpus_closures
 
     if dist_.rank == 0:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -816,7 +814,7 @@ def _data_bytes(utterances, arkit: bool) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """``python -m core train --data DIR --out RUN [--config C.json] [--resume] ...``."""
-    from .data.commands import DEFAULT_HEAD_CACHE as DEFAULT_CACHE
+    from ..data.commands import DEFAULT_HEAD_CACHE as DEFAULT_CACHE
 
     p = sub.add_parser("train", help="train an Imitator model on a dataset folder",
                        description=__doc__.splitlines()[0] + " Run under torchrun for data-parallel "
