@@ -124,9 +124,11 @@ def test_steps_trained_each_way_end_at_the_same_weights(corpus, tmp_path):
     assert moved >= 10  # the runs trained, they did not just stand still
 
 
-def test_fast_run_resumes_bit_exactly_after_sigkill(corpus, tmp_path):
-    root, basis = corpus
-    np.save(tmp_path / "keys.npy", basis)
+def test_fast_run_resumes_bit_exactly_after_sigkill(tmp_path):
+    """A compact corpus (arkit/ + shape_keys.npy, no vertex files): batches, parallel passes and
+    the Gram-matrix losses; killed after its first checkpoint, resumed, equal to a whole run."""
+    root = tmp_path / "compact"
+    write_tiny_corpus(root, compact=True)
     cfg = tmp_path / "fast.json"
     cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {"lr": 1e-3, "batch_size": 2, "decoder_passes": 2}}))
     cmd = [str(c) for c in [PYTHON, entry_script(tmp_path), "train", "--data", root, "--config", cfg, "--epochs", 4,
@@ -140,8 +142,35 @@ def test_fast_run_resumes_bit_exactly_after_sigkill(corpus, tmp_path):
     proc.wait()
     state = load_checkpoint_state(run)
     assert state is not None and not state["finished"] and state["epoch"] < 4
+    assert state["targets"] == "arkit" and state["train_config"]["decoder_passes"] == 2
     done = subprocess.run(cmd + ["--out", str(run), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     subprocess.run(cmd + ["--out", str(tmp_path / "whole")], check=True, capture_output=True)
     got, want = load_file(str(run / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
     assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_compact_corpus_reads_the_same_frames_as_the_vertex_layout(tmp_path):
+    from core.data.vocaset import open_corpus
+    from core.errors import ImitatorError
+
+    write_tiny_corpus(tmp_path / "full")
+    write_tiny_corpus(tmp_path / "compact", compact=True)
+    full, compact = open_corpus(tmp_path / "full"), open_corpus(tmp_path / "compact")
+    assert compact.compact and not full.compact and len(compact.utterances) == len(full.utterances) == 6
+    for a, b in zip(full.utterances, compact.utterances):
+        assert b.vertices is None and compact.frame_count(b) == full.frame_count(a)
+        np.testing.assert_allclose(compact.read_vertices(b, 30.0), full.read_vertices(a, 30.0), atol=1e-6)
+    assert not (tmp_path / "compact" / "vertices_npy").exists()
+    # bad input: shape keys of another head, a missing ARKit file, no shape keys at all
+    np.save(tmp_path / "compact" / "shape_keys.npy", np.zeros((52, 7, 3), np.float32))
+    with pytest.raises(ImitatorError, match=r"shape_keys.npy: shape keys have shape \(52, 7, 3\).*regenerate"):
+        open_corpus(tmp_path / "compact").read_vertices(compact.utterances[0])
+    (tmp_path / "compact" / "arkit" / "anna_s1.npy").unlink()
+    write_json = json.loads((tmp_path / "compact" / "dataset.json").read_text())
+    assert any(u["name"] == "anna_s1" for u in write_json["utterances"])
+    with pytest.raises(ImitatorError, match=r"arkit/anna_s1.npy: listed in dataset.json but missing"):
+        open_corpus(tmp_path / "compact")
+    (tmp_path / "compact" / "shape_keys.npy").unlink()
+    with pytest.raises(ImitatorError, match="lacks 'vertices_npy'.*compact layout"):
+        open_corpus(tmp_path / "compact")

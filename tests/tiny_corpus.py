@@ -41,11 +41,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def write_tiny_corpus(root: Path, *, phones: bool = True, seed: int = 0) -> np.ndarray:
-    """Write the corpus into ``root``; returns the (52, V, 3) basis of its arkit/ weights."""
+def write_tiny_corpus(root: Path, *, phones: bool = True, seed: int = 0, compact: bool = False) -> np.ndarray:
+    """Write the corpus into ``root``; returns the (52, V, 3) basis of its arkit/ weights.
+    ``compact``: the compact layout (arkit/ + shape_keys.npy, no vertices_npy/)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    for d in ("wav", "vertices_npy", "arkit"):
+    for d in ("wav", "arkit") + (() if compact else ("vertices_npy",)):
         (root / d).mkdir(parents=True, exist_ok=True)
     basis = np.zeros((52, V, 3), np.float32)
     basis[:4] = rng.normal(size=(4, V, 3)) * 2e-3
@@ -63,7 +64,8 @@ def write_tiny_corpus(root: Path, *, phones: bool = True, seed: int = 0) -> np.n
                 w[:, q] = 0.5 + 0.5 * np.sin(2 * np.pi * (f + q) * t + k)
             np.save(root / "arkit" / f"{key}.npy", w)
             verts = templates[subject][None] + np.einsum("tk,kvc->tvc", w, basis)
-            np.save(root / "vertices_npy" / f"{key}.npy", verts.reshape(T, -1).astype(np.float32))
+            if not compact:
+                np.save(root / "vertices_npy" / f"{key}.npy", verts.reshape(T, -1).astype(np.float32))
             envelope = 0.5 + 0.5 * np.sin(2 * np.pi * f * ts + k)
             tone = 0.3 * envelope * np.sin(2 * np.pi * (150 + 40 * j) * ts)
             save_wav(root / "wav" / f"{key}.wav", tone.astype(np.float32), SR)
@@ -71,6 +73,8 @@ def write_tiny_corpus(root: Path, *, phones: bool = True, seed: int = 0) -> np.n
             if phones:
                 record["phones"] = PHONES
             records.append(record)
+    if compact:
+        np.save(root / "shape_keys.npy", basis)
     with open(root / "templates.pkl", "wb") as fh:
         pickle.dump(templates, fh, protocol=4)
     info = {"fps": FPS, "units": "m", "utterances": records,

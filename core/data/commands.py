@@ -15,7 +15,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth", help="generate the synthetic talking-head corpus (TTS + coarticulated motion)",
         description="Generate the synthetic corpus on the default head in the processed-VOCASET "
-                    "layout (wav/, vertices_npy/, arkit/, templates.pkl, dataset.json). The "
+                    "layout (wav/, arkit/, shape_keys.npy, templates.pkl, dataset.json; vertices_npy/ with --vertices). The "
                     "default is 12 subjects x 40 utterances; the default model's corpus is the same with "
                     "--utterances 100.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
@@ -26,8 +26,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--engines", default="espeak,festival",
                    help="TTS engines, comma-separated (default espeak,festival)")
-    p.add_argument("--no-vertices", action="store_true",
-                   help="skip vertices_npy/ (about 60 kB per frame); arkit/ holds the motion")
+    p.add_argument("--vertices", action="store_true",
+                   help="also write vertices_npy/ (about 60 kB per frame); by default the corpus is compact: "
+                        "arkit/ weights + shape_keys.npy reproduce every frame exactly")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--head-cache", type=Path, default=DEFAULT_HEAD_CACHE,
                    help=f"default head cache folder (default {DEFAULT_HEAD_CACHE})")
@@ -44,7 +45,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     cfg = CorpusConfig(subjects=args.subjects, utterances=args.utterances, seed=args.seed,
                        engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
-                       vertices=not args.no_vertices)
+                       vertices=args.vertices)
     head = load_default_head(args.head_cache)
     meta = build_corpus(args.out, cfg, head, jobs=args.jobs, overwrite=args.overwrite)
     s, t = meta["summary"], meta["timing"]

@@ -2,9 +2,10 @@
 written in the processed-VOCASET layout.
 
     OUT/wav/<subject>_<sentence>.wav            16 kHz mono PCM16
-    OUT/vertices_npy/<subject>_<sentence>.npy   (T, 3V) float32 at fps (60), metres
-    OUT/arkit/<subject>_<sentence>.npy          (T, 52) float32 ARKit weights (vertices =
-                                                template + weights @ shape keys, exactly)
+    OUT/arkit/<subject>_<sentence>.npy          (T, 52) float32 ARKit weights at fps (60)
+    OUT/shape_keys.npy                          (52, V, 3) float32 the head's ARKit shape keys:
+                                                vertices = template + weights @ shape keys, exactly
+    OUT/vertices_npy/<subject>_<sentence>.npy   only with ``vertices``: (T, 3V) float32, metres
     OUT/templates.pkl                           {subject: (V, 3) float32}, plain pickle protocol 4
     OUT/dataset.json                            fps, units, topology, splits, transcripts, phone
                                                 timings, voices, styles, summary numbers
@@ -44,6 +45,7 @@ from . import phones as ph
 from . import tts
 from .sentences import SOURCE, Sentence, load_sentences
 from .styles import Style, dtw_lip_vertex_error, lip_vertex_error, sample_style
+from .vocaset import SHAPE_KEYS
 from .visemes import LipContact, MotionConfig, arkit_weights, bilabial_frames, shape_key_basis
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class CorpusConfig:
     test_subjects: float = 1 / 6
     val_sentences: float = 0.1  # fractions of each subject's utterances from val/test sentences
     test_sentences: float = 0.1
-    vertices: bool = True  # write vertices_npy (about 60 kB per frame for the default head)
+    vertices: bool = False  # also write vertices_npy/ (about 60 kB per frame); arkit/ + shape keys are exact
     style_sentences: int = 3  # sentences used to measure style distances
     detection_sample: int = 60  # utterances on which the bilabial detector is scored (0: none)
     motion: MotionConfig = field(default_factory=MotionConfig)
@@ -427,6 +429,7 @@ def build_corpus(out: Path, cfg: CorpusConfig, head: Head, jobs: int = 2,
         seconds = time.perf_counter() - t0
         distances = style_distances(rig, lip_vertices(head), cfg, sentences)
         detection = closure_detection_scores(tmp, records, cfg)
+        np.save(tmp / SHAPE_KEYS, rig.basis.reshape(len(ARKIT_SHAPE_NAMES), -1, 3).astype(np.float32))
         with open(tmp / "templates.pkl", "wb") as f:
             pickle.dump({s: rig.template.copy() for s in subject_ids(cfg.subjects)}, f,
                         protocol=4)

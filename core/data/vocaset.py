@@ -7,6 +7,10 @@
                                                  per-utterance transcript and phoneme timings
     root/arkit/<subject>_<sentence>.npy|.csv     optional: ARKit weights (T, 52) at the same fps
 
+The compact layout (our synthetic corpus by default) has no vertices_npy/ but arkit/ and
+``shape_keys.npy`` (52, V, 3): each frame is template + weights @ shape keys, exactly, at about
+1/50 of the disk space; ``read_vertices`` expands it.
+
 Opening reads only the file lists, templates.pkl and dataset.json; vertex and audio files are read
 one utterance at a time (``read_vertices``, ``read_audio``), resampled to the caller's fps.
 Without dataset.json the vertex fps is VOCASET's 60 and splits follow VOCASET's subject lists
@@ -17,6 +21,7 @@ of training subjects in val).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,6 +44,7 @@ __all__ = ["SPLITS", "VOCASET_FPS", "VOCASET_SENTENCES", "VOCASET_SUBJECTS", "Co
            "open_corpus"]
 
 SPLITS = ("train", "val", "test")
+SHAPE_KEYS = "shape_keys.npy"  # compact layout: (52, V, 3) ARKit shape keys of the head
 VOCASET_FPS = 60.0
 VOCASET_SUBJECTS = {  # the split of FaceFormer and Imitator
     "train": ("FaceTalk_170728_03272_TA", "FaceTalk_170904_00128_TA", "FaceTalk_170725_00137_TA",
@@ -57,7 +63,7 @@ class Utterance:
     subject: str
     sentence: str
     wav: Path
-    vertices: Path
+    vertices: Path | None  # None in a compact corpus: the frames are template + arkit @ shape keys
     arkit: Path | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)  # from dataset.json
 
@@ -93,8 +99,34 @@ class Corpus:
     def num_vertices(self) -> int:
         return int(next(iter(self.templates.values())).shape[0])
 
+    @property
+    def compact(self) -> bool:
+        """ARKit weights + shape keys instead of vertex files (``shape_keys.npy``, no vertices_npy/)."""
+        return self.shape_keys is not None and not (self.root / "vertices_npy").is_dir()
+
+    @functools.cached_property
+    def shape_keys(self) -> np.ndarray | None:
+        """(52, V, 3) float32 metres: the head's ARKit shape keys that the arkit/ weights drive, when
+        the corpus ships them (``shape_keys.npy``), else None."""
+        path = self.root / SHAPE_KEYS
+        if not path.is_file():
+            return None
+        try:
+            keys = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ImitatorError(f"{path}: not a readable .npy ({' '.join(str(exc).split())}); "
+                                f"regenerate the dataset") from None
+        want = (len(ARKIT_SHAPE_NAMES), self.num_vertices, 3)
+        if keys.shape != want or not np.isfinite(keys).all():
+            raise ImitatorError(f"{path}: shape keys have shape {keys.shape}{'' if keys.shape != want else ' and hold NaN or Inf'}"
+                                f", expected {want} finite values (the head of templates.pkl); regenerate the dataset")
+        return keys.astype(np.float32) * np.float32(self.scale)
+
     def read_vertices(self, utt: Utterance, fps: float | None = None) -> np.ndarray:
         """(T, V, 3) float32 metres, resampled from the corpus fps to ``fps`` when given."""
+        if utt.vertices is None:  # compact corpus: expand the ARKit weights
+            weights = self.read_arkit(utt, fps)
+            return self.templates[utt.subject] + np.einsum("tk,kvc->tvc", weights, self.shape_keys)
         try:
             data = np.load(utt.vertices, allow_pickle=False)
         except FileNotFoundError:
@@ -137,8 +169,11 @@ class Corpus:
         return weights if fps is None else resample_frames(weights, rate, fps)
 
     def frame_count(self, utt: Utterance) -> int:
-        """Frames in the vertex file at the corpus fps, from the .npy header alone."""
-        return int(np.load(utt.vertices, mmap_mode="r", allow_pickle=False).shape[0])
+        """Frames at the corpus fps, from the .npy header alone (vertex or, compact, ARKit file)."""
+        path = utt.vertices if utt.vertices is not None else utt.arkit
+        if path.suffix == ".csv":
+            return len(self.read_arkit(utt))
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,10 +185,12 @@ def open_corpus(root: str | os.PathLike, *, seed: int = 0) -> Corpus:
     if not root.is_dir():
         raise ImitatorError(f"{root}: dataset folder not found; check the path")
     info = _read_info(root / "dataset.json")
-    for needed in ("wav", "vertices_npy", "templates.pkl"):
+    compact = not (root / "vertices_npy").exists() and (root / SHAPE_KEYS).exists()
+    for needed in ("wav", "arkit" if compact else "vertices_npy", "templates.pkl"):
         if not (root / needed).exists():
-            raise ImitatorError(f"{root}: dataset folder lacks '{needed}'; expected wav/, "
-                                f"vertices_npy/ and templates.pkl (processed VOCASET layout)")
+            raise ImitatorError(f"{root}: dataset folder lacks '{needed}'; expected wav/, templates.pkl and "
+                                f"either vertices_npy/ (processed VOCASET layout) or arkit/ + {SHAPE_KEYS} "
+                                f"(compact layout)")
     templates = _read_templates(root / "templates.pkl")
     scale = _scale(root, info)
     templates = {k: v * np.float32(scale) for k, v in templates.items()}
@@ -254,15 +291,18 @@ def _meta(info: dict) -> dict[str, dict]:
 def _index(root: Path, templates: dict, info: dict) -> list[Utterance]:
     subjects = sorted(templates, key=len, reverse=True)
     wavs = {p.stem: p for p in (root / "wav").glob("*.wav")}
-    npys = {p.stem: p for p in (root / "vertices_npy").glob("*.npy")}
     arkit_dir = root / "arkit"
     arkit = {p.stem: p for p in sorted(arkit_dir.glob("*.csv")) + sorted(arkit_dir.glob("*.npy"))} \
         if arkit_dir.is_dir() else {}
+    compact = not (root / "vertices_npy").is_dir()
+    # compact layout: the ARKit weights are the motion; stand-in "vertex" entries point at them
+    npys = {k: None for k in arkit} if compact else {p.stem: p for p in (root / "vertices_npy").glob("*.npy")}
+    motion_dir = "arkit" if compact else "vertices_npy"
     meta = _meta(info)
     missing = sorted(k for k in meta if k not in wavs or k not in npys)
     if missing:  # our generator lists what it wrote: a gap means a damaged corpus
         k = missing[0]
-        gone = root / "wav" / f"{k}.wav" if k not in wavs else root / "vertices_npy" / f"{k}.npy"
+        gone = root / "wav" / f"{k}.wav" if k not in wavs else root / motion_dir / f"{k}.npy"
         raise ImitatorError(f"{gone}: listed in dataset.json but missing ({len(missing)} "
                             f"utterances affected); regenerate the dataset")
     unpaired = sorted(set(wavs) ^ set(npys))
@@ -282,7 +322,7 @@ def _index(root: Path, templates: dict, info: dict) -> list[Utterance]:
                     len(unknown), unknown[0])
     if not utterances:
         raise ImitatorError(f"{root}: no utterance has both wav/<subject>_<sentence>.wav and "
-                            f"vertices_npy/<subject>_<sentence>.npy for a subject in templates.pkl")
+                            f"{motion_dir}/<subject>_<sentence>.npy for a subject in templates.pkl")
     return utterances
 
 

@@ -300,12 +300,15 @@ def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | No
 
 
 def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | None:
-    """(52, V, 3) ARKit shape keys of the corpus's head when every utterance has arkit/ weights and
-    the head is the default head (checked: weights @ keys + template = the vertex file)."""
+    """(52, V, 3) ARKit shape keys for the corpus's arkit/ weights when every utterance has them: the
+    corpus's own ``shape_keys.npy``, else the default head's when the corpus is on it (checked:
+    template + weights @ keys = the vertex file)."""
     from ..faces.default_head import load_default_head
 
     if not utterances or any(u.arkit is None for u in utterances):
         return None
+    if corpus.shape_keys is not None:  # the corpus's own shape keys (the compact layout has them)
+        return corpus.shape_keys if _arkit_matches(corpus, utterances[0], corpus.shape_keys) else None
     try:
         head = load_default_head(cache_dir) if cache_dir is not None else None
     except ImitatorError as e:
@@ -322,10 +325,12 @@ def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | Non
 
 def _arkit_matches(corpus, utt, basis: np.ndarray, tolerance: float = 1e-4) -> bool:
     """Whether template + weights @ basis reproduces the utterance's vertex file (within 0.1 mm)."""
+    if utt.vertices is None:
+        return True  # no vertex file to compare with: the weights are the data
     try:
         verts = corpus.read_vertices(utt)
     except ImitatorError:
-        return True  # no vertex file to compare with: the weights are the data
+        return True
     weights = corpus.read_arkit(utt)
     n = min(len(verts), len(weights))
     rebuilt = corpus.templates[utt.subject] + np.einsum("tk,kvc->tvc", weights[:n], basis)
@@ -805,7 +810,7 @@ def _data_bytes(utterances, arkit: bool) -> int:
     total = 0
     for u in utterances:
         total += 2 * u.wav.stat().st_size
-        target = u.arkit if arkit else u.vertices
+        target = u.arkit if arkit or u.vertices is None else u.vertices
         total += target.stat().st_size // 2
     return total
 
