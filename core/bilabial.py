@@ -39,8 +39,9 @@ from .errors import ImitatorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BILABIALS", "Interval", "closures_from_transcript", "closures_from_audio",
-           "detect_closures", "closure_frames", "precision_recall", "add_commands"]
+__all__ = ["BILABIALS", "Interval", "Alignment", "Aligner", "align_transcript",
+           "closures_from_transcript", "closures_from_audio", "detect_closures", "closure_frames",
+           "precision_recall", "add_commands"]
 
 BILABIALS = frozenset({"M", "B", "P"})
 STOP_CLOSURE_S = 0.05  # silence before a stop that counts as its closure
@@ -64,6 +65,56 @@ class Interval:
     phone: str
 
 
+@dataclass(frozen=True)
+class Alignment:
+    """Every phone of a forced alignment, ``(phone, start_s, end_s)`` in order ('SIL' for silence;
+    fillers such as '+SPN+' count as speech), and the M/B/P closures among them."""
+
+    phones: list[tuple[str, float, float]]
+    closures: list[Interval]
+
+    def pauses(self, min_s: float = 0.0) -> list[tuple[float, float]]:
+        """(start_s, end_s) of the silences at least ``min_s`` long, adjacent SILs merged."""
+        out: list[list[float]] = []
+        for name, a, b in self.phones:
+            if name != "SIL":
+                continue
+            if out and abs(out[-1][1] - a) < 1e-6:
+                out[-1][1] = b
+            else:
+                out.append([a, b])
+        return [(a, b) for a, b in out if b - a >= min_s]
+
+
+class Aligner:
+    """Forced alignment with one reusable pocketsphinx decoder (creating one costs ~0.2 s)."""
+
+    def __init__(self):
+        self._decoder = _decoder(bestpath=False, **_WIDE_BEAMS)
+
+    def __call__(self, audio: np.ndarray, sr: int, transcript: str) -> Alignment | None:
+        """The alignment of ``transcript`` to mono ``audio`` at ``sr`` Hz; None if the transcript
+        has no dictionary word or does not fit the audio."""
+        return self.align_pcm(_pcm16(audio, sr), transcript)
+
+    def align_pcm(self, pcm: bytes, transcript: str) -> Alignment | None:
+        words = transcript_words(transcript, self._decoder.lookup_word)
+        if not any(w != _OOV for w in words):
+            return None
+        phones = _align(self._decoder, pcm, words)
+        if phones is None:
+            return None
+        timed = [(name, round(start * _FRAME_S + _FRAME_OFFSET_S, 3),
+                  round((start + frames) * _FRAME_S + _FRAME_OFFSET_S, 3))
+                 for name, start, frames in phones]
+        return Alignment(timed, _bilabials(phones))
+
+
+def align_transcript(audio: np.ndarray, sr: int, transcript: str) -> Alignment | None:
+    """Forced alignment of ``transcript`` to ``audio`` (see ``Aligner``); None if it does not fit."""
+    return Aligner()(audio, sr, transcript)
+
+
 # --------------------------------------------------------------------------- detectors
 
 def closures_from_transcript(audio: np.ndarray, sr: int, transcript: str) -> list[Interval]:
@@ -73,14 +124,12 @@ def closures_from_transcript(audio: np.ndarray, sr: int, transcript: str) -> lis
     warning and falls back to recognition (``closures_from_audio``).
     """
     pcm = _pcm16(audio, sr)
-    aligner = _decoder(bestpath=False, **_WIDE_BEAMS)
-    words = transcript_words(transcript, aligner.lookup_word)
-    phones = _align(aligner, pcm, words) if any(w != _OOV for w in words) else None
-    if phones is None:
+    alignment = Aligner().align_pcm(pcm, transcript)
+    if alignment is None:
         log.warning("transcript %r could not be aligned to the audio (no dictionary word, or it "
                     "does not fit); recognizing the speech instead", transcript[:60])
         return _recognize(pcm)
-    return _bilabials(phones)
+    return alignment.closures
 
 
 def closures_from_audio(audio: np.ndarray, sr: int) -> list[Interval]:

@@ -127,6 +127,27 @@ def closing_strength(contact: np.ndarray, low: float, high: float, smooth: float
     return s
 
 
+TRANSCRIPT_REACH_S = 0.1  # with a transcript, contact further than this from its m/b/p is dropped
+
+
+def transcript_contact(contact: np.ndarray, intervals: list, fps: float) -> np.ndarray:
+    """(T,) contact pinned by m/b/p ``intervals`` aligned with a transcript: 1 on their frames, the
+    model's own contact kept within ``TRANSCRIPT_REACH_S`` of them (the lips may meet a little
+    early or late), 0 elsewhere (no m/b/p is said there)."""
+    from ..metrics import interval_frames
+
+    contact = np.asarray(contact, dtype=np.float64)
+    pinned = np.zeros_like(contact)
+    near = np.zeros(len(contact), dtype=bool)
+    reach = int(round(TRANSCRIPT_REACH_S * fps))
+    for iv in intervals:
+        frames = interval_frames(iv, fps, len(contact))
+        if frames.size:
+            pinned[frames] = 1.0
+            near[max(0, frames[0] - reach): frames[-1] + reach + 1] = True
+    return np.maximum(pinned, np.where(near, contact, 0.0))
+
+
 def close_lips(weights: np.ndarray, contact: np.ndarray, basis: np.ndarray, bias: np.ndarray,
                template: np.ndarray, covariance: np.ndarray, options: dict[str, Any]) -> np.ndarray:
     """(T, d) weights moved so the lip centres meet where ``contact`` (T,) says closed.

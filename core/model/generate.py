@@ -36,12 +36,15 @@ from ..errors import ImitatorError
 from ..style_profile import StyleProfile
 from .config import LONG_AUDIO_METHODS
 from .encoders import num_frames_for, prepare_audio
-from .closure import close_lips
+from .closure import close_lips, transcript_contact
 from .imitator import Imitator
+from .rest import VoiceLevels, rest_pose_weights, rest_strength, speech_mask
+
 
 class Decoded(NamedTuple):
     weights: np.ndarray  # (T, d) motion basis weights
     contact: np.ndarray | None  # (T,) closed-lip probability, None without a contact head
+    levels: np.ndarray | None = None  # (N,) band-limited audio level per 10 ms hop (rest.VoiceLevels)
 
 
 Progress = Callable[[int, int | None], None]  # (frames done, frames in total or None if unknown)
@@ -204,26 +207,31 @@ def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: Style 
         reach = getattr(model.audio_encoder, "context_frames", 0) + 3
         args = (model, style_vec, window, max(int(math.ceil(context * cfg.fps)), reach), device)
         state = _Rolling(*args) if method == "rolling" else _Crossfade(*args, overlap=overlap)
+        voice = VoiceLevels(cfg.sample_rate)
         for block in blocks:
-            state.feed(np.asarray(block, dtype=np.float32).reshape(-1))
+            block = np.asarray(block, dtype=np.float32).reshape(-1)
+            state.feed(block)
+            voice.feed(block)
             if progress is not None:
                 progress(state.frames_done, total_frames)
         out = state.finish()
         if progress is not None:
             progress(len(out), len(out))
         if model.closure is not None:
-            return Decoded(out[:, :-1], out[:, -1])
-        return Decoded(out, None)
+            return Decoded(out[:, :-1], out[:, -1], voice.levels())
+        return Decoded(out, None, voice.levels())
     finally:
         model.train(was_training)
 
 
 def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | None = None,
                  fps: float | None = None, profile: StyleProfile | None = None,
-                 contact: np.ndarray | None = None) -> Animation:
+                 contact: np.ndarray | None = None, levels: np.ndarray | None = None,
+                 closures: list | None = None) -> Animation:
     """Exact ``Animation``: basis = the motion decoder's last layer (a profile's adapted one when it
-    has one), lips closed where ``contact`` says so (closure-aware decoding), optionally resampled
-    to ``fps``."""
+    has one), lips closed where ``contact`` says so (closure-aware decoding; ``closures``, m/b/p
+    intervals aligned with a transcript, pin it), at rest where the audio ``levels`` (``Decoded``)
+    say nobody speaks (``rest.py``), optionally resampled to ``fps``."""
     V = model.config.num_vertices
     if profile is not None:
         basis, bias = profile.basis(model)  # (d, 3V), (3V,)
@@ -235,8 +243,15 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
                             f"{V} vertices")
     basis = basis.reshape(-1, V, 3)
     if contact is not None and model.closure is not None:
+        if closures is not None:
+            contact = transcript_contact(contact, closures, model.config.fps)
         weights = close_lips(weights, contact, basis, bias.reshape(V, 3), template,
                              model.closure.covariance.detach().cpu().numpy(), model.closure.options)
+    if levels is not None and model.closure is not None:  # the lip centres are the closure's
+        strength = rest_strength(speech_mask(levels), model.config.fps, len(weights))
+        weights = rest_pose_weights(weights, strength, basis, bias.reshape(V, 3), template,
+                                    model.closure.covariance.detach().cpu().numpy(),
+                                    tuple(model.closure.options["centres"]))
     anim = Animation(template=template.astype(np.float32), basis=basis,
                      weights=weights.astype(np.float32), bias=bias.reshape(V, 3), fps=model.config.fps)
     if fps is not None and abs(fps - anim.fps) > 1e-9:
@@ -249,9 +264,11 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
 def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: Style = None,
              *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
              window: int | None = None, overlap: int | None = None, progress: Progress | None = None,
-             block_seconds: float = 30.0, lip_closure: bool = True) -> Animation:
+             block_seconds: float = 30.0, lip_closure: bool = True, rest: bool = True,
+             closures: list | None = None) -> Animation:
     """Audio array (any rate, (N,) or (N, C)) -> Animation on the model's (or the given) template;
-    ``lip_closure=False`` skips closure-aware decoding (the raw model output)."""
+    ``lip_closure=False`` skips closure-aware decoding (the raw model output), ``rest=False`` the
+    rest pose in silence; ``closures``: m/b/p intervals from a transcript (``core.transcript``)."""
     samples = prepare_audio(audio, sample_rate, model.config.sample_rate)
     sr = model.config.sample_rate
     step = max(1, int(block_seconds * sr))
@@ -259,14 +276,14 @@ def generate(model: Imitator, audio: np.ndarray, sample_rate: int, style: Style 
     total = num_frames_for(len(samples), sr, model.config.fps)
     decoded = generate_stream(model, blocks, style, method=method, window=window, overlap=overlap,
                               progress=progress, total_frames=total)
-    return to_animation(model, decoded.weights, template, fps, _profile(style),
-                        decoded.contact if lip_closure else None)
+    return _finish(model, decoded, template, fps, style, lip_closure, rest, closures)
 
 
 def generate_file(model: Imitator, path: str | os.PathLike, style: Style = None,
                   *, template: np.ndarray | None = None, fps: float | None = None, method: str | None = None,
                   window: int | None = None, overlap: int | None = None,
-                  progress: Progress | None = None, lip_closure: bool = True) -> Animation:
+                  progress: Progress | None = None, lip_closure: bool = True, rest: bool = True,
+                  closures: list | None = None) -> Animation:
     """An audio file of any length, streamed (memory: one window, whatever the duration)."""
     from ..audio import audio_info, stream_audio
 
@@ -275,8 +292,14 @@ def generate_file(model: Imitator, path: str | os.PathLike, style: Style = None,
     total = num_frames_for(int(info.duration * sr), sr, model.config.fps)
     decoded = generate_stream(model, stream_audio(Path(path), sr), style, method=method, window=window,
                               overlap=overlap, progress=progress, total_frames=total)
+    return _finish(model, decoded, template, fps, style, lip_closure, rest, closures)
+
+
+def _finish(model: Imitator, decoded: Decoded, template, fps, style: Style, lip_closure: bool,
+            rest: bool, closures: list | None) -> Animation:
     return to_animation(model, decoded.weights, template, fps, _profile(style),
-                        decoded.contact if lip_closure else None)
+                        decoded.contact if lip_closure else None, decoded.levels if rest else None,
+                        closures if lip_closure else None)
 
 
 def _profile(style: Style) -> StyleProfile | None:
