@@ -25,6 +25,7 @@ of dataset.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -80,11 +81,21 @@ class CorpusConfig:
     style_sentences: int = 3  # sentences used to measure style distances
     detection_sample: int = 60  # utterances on which the bilabial detector is scored (0: none)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # closer to people: several sentences with pauses, silence around them, a noise floor, breaths
+    sentences_per_utterance: tuple[int, int] = (1, 1)  # min, max sentences joined into one utterance
+    pause: tuple[float, float] = (0.2, 2.0)  # seconds of silence between joined sentences
+    edge_silence: tuple[float, float] = (0.0, 0.0)  # seconds of silence before and after the speech
+    noise_floor_db: tuple[float, float] | None = None  # background noise level range, dBFS RMS
+    breath_share: float = 0.0  # share of pauses (>= 0.5 s) that end with an audible breath
+    # real recorded speech (core.data.real_speech, phones by forced alignment): every train prompt is
+    # animated in this many training subjects' styles (val prompts go to the val split); 0: none
+    real_styles: int = 0
 
 
 @dataclass(frozen=True)
 class Item:
-    """One utterance to generate."""
+    """One utterance to generate: a sentence (``extra`` ones joined after it, ``gaps`` the silences
+    around and between them), or a real recording (``recording``: a core.data.real_speech prompt)."""
 
     subject: str
     subject_index: int
@@ -93,10 +104,21 @@ class Item:
     prosody: tts.Prosody
     level_db: float
     seed: tuple[int, ...]
+    extra: tuple[Sentence, ...] = ()
+    gaps: tuple[float, ...] = ()  # () or (lead, pause after each sentence but the last ..., trail)
+    breaths: tuple[bool, ...] = ()  # per pause: ends with a breath
+    noise_db: float | None = None
+    recording: Path | None = None
+    phones: tuple = ()  # of a recording, from forced alignment
+    recording_split: str = ""  # the recording's real-speech split: train or val
 
     @property
     def name(self) -> str:
         return f"{self.subject}_{self.sentence.id}"
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in (self.sentence, *self.extra))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,9 +198,94 @@ def plan(cfg: CorpusConfig, sentences: list[Sentence]) -> list[Item]:
             voice = draw_voice(cfg, r)
             prosody = tts.Prosody(round(float(r.uniform(*cfg.rate)), 4),
                                   round(float(r.uniform(*cfg.pitch)), 3))
-            items.append(Item(subject, si, sentence, voice, prosody,
-                              round(float(r.uniform(*cfg.level_db)), 2), (cfg.seed, 5, si, ui)))
+            item = Item(subject, si, sentence, voice, prosody, round(float(r.uniform(*cfg.level_db)), 2),
+                        (cfg.seed, 5, si, ui))
+            items.append(_with_pauses(item, cfg, pools[_pool_of(sentence)], np.random.default_rng([cfg.seed, 6, si, ui])))
     return items
+
+
+def _pool_of(sentence: Sentence) -> str:
+    return next(k for k, lists in SENTENCE_SPLIT_LISTS.items() if sentence.list_no in lists)
+
+
+def _with_pauses(item: Item, cfg: CorpusConfig, pool: list[Sentence], rng: np.random.Generator) -> Item:
+    """The item with the sentences, silences, breaths and noise floor the config asks for (drawn
+    from their own random stream, so the corpus of a 1-sentence config stays as it was)."""
+    lo, hi = cfg.sentences_per_utterance
+    n = int(rng.integers(lo, hi + 1)) if hi > 1 else 1
+    extra = tuple(pool[i] for i in rng.choice(len(pool), n - 1, replace=False)
+                  if pool[i].id != item.sentence.id) if n > 1 else ()
+    edges = cfg.edge_silence
+    if not extra and edges == (0.0, 0.0) and cfg.noise_floor_db is None:
+        return item
+    pauses = [round(float(rng.uniform(*cfg.pause)), 3) for _ in extra]
+    gaps = (round(float(rng.uniform(*edges)), 3), *pauses, round(float(rng.uniform(*edges)), 3))
+    breaths = tuple(bool(p >= 0.5 and rng.random() < cfg.breath_share) for p in pauses)
+    noise = None if cfg.noise_floor_db is None else round(float(rng.uniform(*cfg.noise_floor_db)), 2)
+    return dataclasses.replace(item, extra=extra, gaps=gaps, breaths=breaths, noise_db=noise)
+
+
+def plan_recordings(cfg: CorpusConfig, train_subjects: list[str], recordings: list[dict]) -> list[Item]:
+    """Real recordings (dicts of name, wav, text, split, phones) as utterances of training subjects:
+    each train recording in ``real_styles`` subjects' styles, each val one in one subject's style."""
+    index = {s: i for i, s in enumerate(subject_ids(cfg.subjects))}
+    items = []
+    for k, rec in enumerate(recordings):
+        r = np.random.default_rng([cfg.seed, 7, k])
+        count = cfg.real_styles if rec["split"] == "train" else 1
+        for subject in sorted(r.choice(train_subjects, min(count, len(train_subjects)), replace=False)):
+            si = index[subject]
+            sentence = Sentence(rec["id"], 0, rec["text"])
+            edges = cfg.edge_silence
+            gaps = (round(float(r.uniform(*edges)), 3), round(float(r.uniform(*edges)), 3))
+            items.append(Item(subject, si, sentence, tts.Voice("real", "asterisk-en"), tts.Prosody(),
+                              round(float(r.uniform(*cfg.level_db)), 2), (cfg.seed, 8, si, k), gaps=gaps,
+                              noise_db=None if cfg.noise_floor_db is None else
+                              round(float(r.uniform(*cfg.noise_floor_db)), 2),
+                              recording=Path(rec["wav"]), phones=tuple(map(tuple, rec["phones"])),
+                              recording_split=rec["split"]))
+    return items
+
+
+def align_recordings(split: str | None = None) -> list[dict]:
+    """The real-speech prompts of the train and val splits with phone timings by forced alignment
+    (prompts that do not align are left out); [] when the prompts are not installed."""
+    from ..audio import load_audio
+    from ..bilabial import Aligner
+    from .real_speech import list_prompts
+
+    try:
+        prompts = [p for p in list_prompts() if p.split in ("train", "val")]
+    except ImitatorError as e:
+        log.warning("no real recordings in the corpus: %s", e)
+        return []
+    align, out = Aligner(), []
+    for p in prompts:
+        audio = load_audio(p.wav, tts.SAMPLE_RATE)
+        alignment = align(audio, tts.SAMPLE_RATE, p.text)
+        if alignment is None:
+            continue
+        phones = [(ph.SILENCE if name not in ph.PHONES else name, a, b) for name, a, b in alignment.phones]
+        out.append({"name": p.name, "id": "real-" + "".join(c if c.isalnum() else "-" for c in p.name),
+                    "wav": str(p.wav), "text": p.text, "split": p.split, "phones": _fit_phones(phones, len(audio) / tts.SAMPLE_RATE)})
+    log.info("real recordings: %d of %d prompts aligned", len(out), len(prompts))
+    return out
+
+
+def _fit_phones(phones: list, duration: float) -> list:
+    """Contiguous phones from 0 to ``duration``: silence fills gaps, the last phone ends at the end."""
+    out, t = [], 0.0
+    for name, a, b in phones:
+        a, b = max(float(a), t), min(float(b), duration)
+        if b <= a:
+            continue
+        if a > t + 1e-6:
+            out.append((ph.SILENCE, round(t, 4), round(a, 4)))
+        out.append((name, round(a, 4), round(b, 4)))
+        t = b
+    if t < duration - 1e-6:
+        out.append((ph.SILENCE, round(t, 4), round(duration, 4)))
+    return out
 
 
 def splits_json(cfg: CorpusConfig, sentences: list[Sentence], items: list[Item]) -> dict:
@@ -186,12 +293,13 @@ def splits_json(cfg: CorpusConfig, sentences: list[Sentence], items: list[Item])
     subjects = split_subjects(cfg)
     pools = {k: {s.id for s in v} for k, v in split_sentences(sentences).items()}
     train = set(subjects["train"])
+    real_train = {it.sentence.id for it in items if it.recording_split == "train"}
     return {
         "train": {"subjects": subjects["train"],
-                  "sentences": sorted({it.sentence.id for it in items} & pools["train"])},
+                  "sentences": sorted(({it.sentence.id for it in items} & pools["train"]) | real_train)},
         "val": {"subjects": subjects["val"],
-                "utterances": [it.name for it in items
-                               if it.subject in train and it.sentence.id in pools["val"]]},
+                "utterances": [it.name for it in items if it.subject in train and
+                               (it.sentence.id in pools["val"] or it.recording_split == "val")]},
         "test": {"subjects": subjects["test"]},
     }
 
@@ -223,13 +331,76 @@ def _init_worker(head: Head, cfg: CorpusConfig, out: Path) -> None:
     _WORKER.update(rig=_Rig.from_head(head), cfg=cfg, out=out)
 
 
+def speak(item: Item) -> tts.Speech:
+    """The item's audio and phones: its sentences synthesized and joined with the pauses and breaths
+    between them and silence around them, or its recording with the aligned phones."""
+    if item.recording is not None:
+        from ..audio import load_audio
+
+        parts = [tts.Speech(load_audio(item.recording, tts.SAMPLE_RATE), list(item.phones), item.voice)]
+    else:
+        parts = [tts.synthesize(s.text, item.voice, item.prosody) for s in (item.sentence, *item.extra)]
+    if not item.gaps:
+        return parts[0]
+    rng = np.random.default_rng([*item.seed, 1])
+    sr = tts.SAMPLE_RATE
+    chunks, phones, t = [], [], 0.0
+
+    def silence(seconds: float, breath: bool = False) -> None:
+        nonlocal t
+        n = int(round(seconds * sr))
+        if n <= 0:
+            return
+        quiet = np.zeros(n, np.float32)
+        if breath:  # an inhalation: band-passed noise, 0.25-0.45 s, ending 50 ms before speech
+            m = min(n, int(sr * rng.uniform(0.25, 0.45)))
+            burst = _band_noise(rng, m, 300.0, 2500.0) * np.hanning(m) * 0.03
+            end = max(0, n - int(0.05 * sr))
+            quiet[max(0, end - m):end] += burst[: end - max(0, end - m)]
+        chunks.append(quiet)
+        phones.append((ph.SILENCE, round(t, 4), round(t + n / sr, 4)))
+        t += n / sr
+
+    silence(item.gaps[0])
+    for k, part in enumerate(parts):
+        chunks.append(part.audio.astype(np.float32))
+        phones.extend((name, round(a + t, 4), round(b + t, 4)) for name, a, b in part.phones)
+        t += len(part.audio) / sr
+        silence(item.gaps[k + 1], breath=k < len(item.breaths) and item.breaths[k])
+    audio = np.concatenate(chunks)
+    return tts.Speech(audio, _merge_silences(phones), item.voice, item.prosody)
+
+
+def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
+    """(n,) white noise band-limited to [lo, hi] Hz, unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / tts.SAMPLE_RATE)
+    spec[(f < lo) | (f > hi)] = 0
+    x = np.fft.irfft(spec, n)
+    return (x / max(float(np.sqrt(np.mean(x ** 2))), 1e-9)).astype(np.float32)
+
+
+def _merge_silences(phones: list) -> list:
+    out: list = []
+    for name, a, b in phones:
+        if out and name == ph.SILENCE and out[-1][0] == ph.SILENCE:
+            out[-1] = (ph.SILENCE, out[-1][1], b)
+        else:
+            out.append((name, a, b))
+    return out
+
+
 def render(item: Item, rig: _Rig, cfg: CorpusConfig) -> tuple[tts.Speech, np.ndarray]:
-    """Speech (level set) and (T, 52) ARKit weights of one item."""
-    speech = tts.synthesize(item.sentence.text, item.voice, item.prosody)
+    """Speech (level set, noise floor added) and (T, 52) ARKit weights of one item."""
+    speech = speak(item)
     peak = float(np.abs(speech.audio).max())
     if peak <= 0:
-        raise ImitatorError(f"{item.voice.id} produced silence for {item.sentence.text!r}.")
+        raise ImitatorError(f"{item.voice.id} produced silence for {item.text!r}.")
     speech.audio = (speech.audio * (10 ** (item.level_db / 20) / peak)).astype(np.float32)
+    if item.noise_db is not None:
+        rng = np.random.default_rng([*item.seed, 2])
+        noise = _band_noise(rng, len(speech.audio), 60.0, 7000.0) * np.float32(10 ** (item.noise_db / 20))
+        speech.audio = np.clip(speech.audio + noise, -1, 1).astype(np.float32)
     weights = arkit_weights(speech.phones, speech.duration, subject_style(cfg, item.subject_index),
                             rig.contact, np.random.default_rng(list(item.seed)), cfg.motion)
     return speech, weights
@@ -249,7 +420,7 @@ def generate(item: Item, rig: _Rig, cfg: CorpusConfig, out: Path) -> dict:
     gap = rig.contact.gap(weights)[closed]
     return {
         "name": item.name, "subject": item.subject, "sentence": item.sentence.id,
-        "text": item.sentence.text, "voice": item.voice.id, "rate": item.prosody.rate,
+        "text": item.text, "voice": item.voice.id, "rate": item.prosody.rate,
         "pitch": item.prosody.pitch, "level_db": item.level_db,
         "duration": round(speech.duration, 6), "frames": int(len(weights)),
         "closure_gap_max_mm": round(float(gap.max(initial=0.0)) * 1000, 4),
@@ -399,7 +570,9 @@ def build_corpus(out: Path, cfg: CorpusConfig, head: Head, jobs: int = 2,
         raise ImitatorError(f"{out} exists; choose a new folder or pass --overwrite.")
     sentences = load_sentences()
     items = plan(cfg, sentences)
-    check_engines({it.voice for it in items} | {v for v, _ in STYLE_RENDITIONS})
+    if cfg.real_styles:
+        items += plan_recordings(cfg, split_subjects(cfg)["train"], align_recordings())
+    check_engines({it.voice for it in items if it.recording is None} | {v for v, _ in STYLE_RENDITIONS})
     rig = _Rig.from_head(head)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -207,7 +207,8 @@ class LogMelEncoder(AudioEncoder):
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, K, n_mels + 1) log-mel bands and log energy, frame k centred at k * hop."""
         spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, center=True,
-                          return_complex=True).abs().pow(2)  # (B, F, K)
+                          return_complex=True)
+        spec = torch.view_as_real(spec).square().sum(-1)  # (B, F, K) power
         mel = self.mel_basis @ spec  # (B, M, K)
         energy = spec.sum(1, keepdim=True)  # (B, 1, K)
         return torch.log(torch.cat([mel, energy], 1) + 1e-6).transpose(1, 2)  # (B, K, M+1)

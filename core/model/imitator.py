@@ -289,21 +289,25 @@ class VisemeDecoder(nn.Module):
         return torch.stack(outputs, 1)  # (B, t, d)
 
     # training: every frame at once, on given inputs ---------------------------------------------
-    def teacher_forced(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def teacher_forced(self, memory: torch.Tensor, tokens: torch.Tensor,
+                       cross: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(B, T, d) audio memory + (B, T, d) decoder inputs -> (B, T, d): one parallel causal pass.
-        With ``tokens`` = [start token, own outputs of frames 0 .. T-2] this is exactly ``decode``."""
+        With ``tokens`` = [start token, own outputs of frames 0 .. T-2] this is exactly ``decode``.
+        ``cross``: the layers' cross-attention outputs when already computed (they ignore tokens)."""
         B, T, d = memory.shape
         H, dh = self.num_heads, self.head_dim
         mask = self_attention_mask(self.config, T).to(memory)  # (H, T, T)
+        if cross is None:
+            cross = [self.cross_attention(layer, memory) for layer in self.layers]
         x = self.positional_encoding(tokens)
-        for layer in self.layers:
+        for layer, layer_cross in zip(self.layers, cross):
             attn = layer.self_attn
             q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(
                 B, T, 3, H, dh).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, dh)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                  dropout_p=attn.dropout if self.training else 0.0)
             sa = F.linear(out.transpose(1, 2).reshape(B, T, d), attn.out_proj.weight, attn.out_proj.bias)
-            x = self.after_self_attention(layer, x, sa, self.cross_attention(layer, memory))
+            x = self.after_self_attention(layer, x, sa, layer_cross)
         return x
 
     def parallel(self, memory: torch.Tensor, passes: int, grad_passes: int = 1) -> torch.Tensor:
@@ -311,12 +315,19 @@ class VisemeDecoder(nn.Module):
         outputs shifted by one frame (the first: start tokens only). After k passes the first k
         frames equal the autoregressive ``decode`` exactly; with passes >= T every frame does and,
         when all passes keep their gradients (``grad_passes`` >= passes), so do the gradients.
-        Only the last ``grad_passes`` passes record gradients (cheap training)."""
+        Only the last ``grad_passes`` passes record gradients and use dropout (cheap training); the
+        earlier ones only make the inputs."""
         tokens = memory.new_zeros(memory.shape)
-        out = tokens
+        out, training, cross = tokens, self.training, None
         for i in range(passes):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= passes - grad_passes):
-                out = self.teacher_forced(memory, tokens)
+            recorded = i >= passes - grad_passes
+            if not recorded:
+                self.eval()
+            with torch.set_grad_enabled(torch.is_grad_enabled() and recorded):
+                if recorded and cross is None:
+                    cross = [self.cross_attention(layer, memory) for layer in self.layers]
+                out = self.teacher_forced(memory, tokens, cross if recorded else None)
+            self.train(training)
             tokens = F.pad(out[:, :-1], (0, 0, 1, 0))  # frame i's input: frame i-1's output
         return out
 
