@@ -174,3 +174,29 @@ def test_compact_corpus_reads_the_same_frames_as_the_vertex_layout(tmp_path):
     (tmp_path / "compact" / "shape_keys.npy").unlink()
     with pytest.raises(ImitatorError, match="lacks 'vertices_npy'.*compact layout"):
         open_corpus(tmp_path / "compact")
+
+
+def test_augmentation_is_seeded_changes_the_channel_and_keeps_the_clean_share():
+    from core.model.encoders import LogMelEncoder
+    from core.train.augment import AugmentConfig, Augmenter
+
+    encoder = LogMelEncoder({}, 30.0)
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(32000) / 16000
+    audio = (0.3 * torch.sin(2 * torch.pi * 220 * t) * (1 + torch.sin(2 * torch.pi * 3 * t)))[None].repeat(8, 1)
+    audio = audio + 0.01 * torch.randn(audio.shape, generator=g)
+    clean = encoder.log_mel(audio)
+    augmenter = Augmenter()
+    a, b, c = augmenter(audio, encoder, 7), augmenter(audio, encoder, 7), augmenter(audio, encoder, 8)
+    assert torch.equal(a, b) and not torch.equal(a, c) and torch.isfinite(a).all()
+    assert ((a - clean).abs().amax(dim=(1, 2)) > 1e-2).any()
+    assert torch.allclose(Augmenter(AugmentConfig(clean=1.0))(audio, encoder, 7), clean)  # all kept clean
+    # the telephone band alone: energy above 3.4 kHz drops by > 30 dB, the band keeps its level
+    phone = Augmenter(AugmentConfig(clean=0, gain=0, clipping=0, reverb=0, noise=0, telephone=1, narrowband=0,
+                                    eq=0, vtlp=0))
+    spec = encoder.power_spectrogram(audio + 0.05 * torch.randn(audio.shape, generator=g))
+    f = torch.linspace(0, 8000, spec.shape[1])
+    out = phone.spectral(spec, torch.Generator().manual_seed(0), torch.ones(8, dtype=torch.bool))
+    high = f > 3600
+    drop = 10 * torch.log10(spec[:, high].sum() / out[:, high].sum())
+    assert drop > 30 and torch.allclose(out[:, (f > 400) & (f < 3300)], spec[:, (f > 400) & (f < 3300)], rtol=1e-3)

@@ -206,9 +206,18 @@ class LogMelEncoder(AudioEncoder):
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, K, n_mels + 1) log-mel bands and log energy, frame k centred at k * hop."""
+        return self.log_mel_from_power(self.power_spectrogram(audio))
+
+    def power_spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, F, K) STFT power, F = n_fft / 2 + 1 bins from 0 to 8 kHz."""
+        if audio.shape[1] < self.n_fft:
+            audio = F.pad(audio, (0, self.n_fft - audio.shape[1]))
         spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, center=True,
                           return_complex=True)
-        spec = torch.view_as_real(spec).square().sum(-1)  # (B, F, K) power
+        return torch.view_as_real(spec).square().sum(-1)
+
+    def log_mel_from_power(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, F, K) power -> (B, K, n_mels + 1) log-mel bands and log energy."""
         mel = self.mel_basis @ spec  # (B, M, K)
         energy = spec.sum(1, keepdim=True)  # (B, 1, K)
         return torch.log(torch.cat([mel, energy], 1) + 1e-6).transpose(1, 2)  # (B, K, M+1)

@@ -89,6 +89,7 @@ class TrainConfig:
     grad_passes: int = 1  # of those, how many (the last ones) record gradients
     reduced_loss: bool = True  # ARKit targets: losses from Gram matrices, never vertex frames (exact)
     val_utterances: int = 0  # validate on at most this many val utterances, evenly spread; 0: all
+    augment: bool = False  # audio augmentation (core.train.augment: channel, noise, room, speaker)
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 0 or self.checkpoint_every < 0:
@@ -641,7 +642,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 run.mkdir(parents=True, exist_ok=True)
                 (run / METRICS_LOG).unlink(missing_ok=True)
 
-        net = TrainStep(model, cfg.decoder_passes, cfg.grad_passes, reduced)
+        augmenter = None
+        if cfg.augment:
+            from .augment import Augmenter
+
+            if config.encoder != "logmel":
+                raise ImitatorError(f"train config: augment works on the log-mel encoder's spectrogram; "
+                                    f"this model's encoder is {config.encoder}, set augment to false")
+            augmenter = Augmenter(sample_rate=config.sample_rate)
+        net = TrainStep(model, cfg.decoder_passes, cfg.grad_passes, reduced, augmenter)
         if dist_.active:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -682,6 +691,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 items = [_crop(train_items[i], max_frames, np.random.default_rng([cfg.seed, epoch, int(i)]),
                                config.sample_rate, config.fps) for i in batches[step]]
                 batch = _to_batch(items, dev, None if reduced is not None else basis)
+                batch.seed = int(np.random.SeedSequence([cfg.seed, epoch, step, dist_.rank, 9]).generate_state(1)[0])
                 if not lip_loss:
                     batch.closures = None
                 terms = net(batch)
@@ -842,6 +852,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 20)")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
     p.add_argument("--no-arkit", action="store_true", help="train on vertices_npy/ even when arkit/ exists")
+    p.add_argument("--decoder-passes", type=int, help="0: autoregressive viseme decoder as the reference "
+                                                      "(default); N: N parallel causal passes (fast)")
+    p.add_argument("--augment", action="store_true", help="audio augmentation: telephone band, noise, "
+                                                          "rooms, EQ, gain/clipping, vocal-tract length")
     p.add_argument("--threads", type=int, help="CPU threads for torch per process")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"where the default head is cached (default {DEFAULT_CACHE})")
@@ -853,12 +867,14 @@ def _run(args: argparse.Namespace) -> int:
     model_settings, train_settings = read_config_file(args.config) if args.config else ({}, {})
     overrides = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
                  "lr_schedule": args.lr_schedule,
-                 "checkpoint_every": args.checkpoint_every}
+                 "checkpoint_every": args.checkpoint_every, "decoder_passes": args.decoder_passes}
     train_settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_lip_loss:
         train_settings["lip_loss"] = False
     if args.no_arkit:
         train_settings["use_arkit"] = False
+    if args.augment:
+        train_settings["augment"] = True
     try:
         cfg = TrainConfig(**train_settings)
     except TypeError as e:

@@ -31,6 +31,7 @@ class StepBatch:
     style: torch.Tensor  # (B,) style indices
     lengths: list[int]  # real frames per item
     closures: torch.Tensor | None  # (B, T) bool
+    seed: int | None = None  # of this step's audio augmentation
 
     @property
     def frame_mask(self) -> torch.Tensor:  # (B, T) True on real frames
@@ -60,14 +61,14 @@ class TrainStep(nn.Module):
         self.model = model
         self.decoder_passes, self.grad_passes = int(decoder_passes), int(grad_passes)
         self.reduced = reduced
-        self.augment = augment  # callable (B, N) audio, (B, K, M+1) log-mel -> log-mel, or None
+        self.augment = augment  # core.train.augment.Augmenter or None
 
     def features(self, batch: StepBatch) -> torch.Tensor:  # (B, T, d)
         model, T = self.model, batch.target.shape[1]
         encoder = model.audio_encoder
-        if self.augment is None or not self.training or not hasattr(encoder, "from_log_mel"):
+        if self.augment is None or not self.training or batch.seed is None or not hasattr(encoder, "from_log_mel"):
             return model.audio_features(batch.audio, T)
-        mel = self.augment(batch.audio, encoder)
+        mel = self.augment(batch.audio, encoder, batch.seed)
         return model.audio_feature_map(encoder.from_log_mel(mel, T))
 
     def visemes(self, features: torch.Tensor) -> torch.Tensor:  # (B, T, d)
