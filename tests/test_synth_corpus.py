@@ -165,7 +165,7 @@ def test_styles_differ_more_between_subjects_than_within(head, contact):
 # --- the corpus -------------------------------------------------------------------------------
 
 SMALL = CorpusConfig(subjects=2, utterances=2, seed=5, style_sentences=1,
-                     engines=("espeak", "festival"))
+                     engines=("espeak", "festival"), vertices=True)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +208,8 @@ def test_corpus_layout_is_readable(corpus, head):
         assert arkit.shape == (u["frames"], 52) and u["frames"] == round(u["duration"] * 60)
         assert np.allclose(verts, templates[u["subject"]].reshape(1, -1) + arkit @ basis,
                            atol=1e-6)
+        keys = np.load(corpus / "shape_keys.npy")  # the compact layout's keys reproduce them too
+        assert np.allclose(verts, templates[u["subject"]].reshape(1, -1) + arkit @ keys.reshape(52, -1), atol=1e-6)
         assert u["phones"][0][1] == 0 and u["phones"][-1][2] == pytest.approx(u["duration"])
         assert u["closure_gap_max_mm"] < 1.0 and u["text"] and u["voice"]
     s = meta["summary"]
@@ -232,7 +234,7 @@ def test_corpus_is_deterministic(corpus, head, tmp_path, monkeypatch):
     out = tmp_path / "again"
     engines = ",".join(SMALL.engines)
     assert cli.main(["dataset", "synth", "--out", str(out), "--subjects", "2", "--utterances", "2",
-                     "--seed", "5", "--jobs", "2", "--engines", engines,
+                     "--seed", "5", "--jobs", "2", "--engines", engines, "--vertices",
                      "--head-cache", str(cache)]) == 0
     meta = _json_without_timing(out)
     meta["config"]["style_sentences"] = SMALL.style_sentences  # the CLI measures with 3
@@ -262,3 +264,47 @@ def test_style_distances_sample_partners_for_many_subjects():
     many = style_partners(96, seed=0, k=15)
     assert len(many) == 96 and all(len(set(p)) == 15 and i not in p for i, p in enumerate(many))
     assert many == style_partners(96, seed=0, k=15) != style_partners(96, seed=1, k=15)
+
+
+def test_utterances_with_pauses_silence_breaths_and_real_recordings(head, contact, tmp_path):
+    """--people: sentences joined by pauses, silence around them with a noise floor and breaths; the
+    face rests in the pauses. A real recording (here an eSpeak file standing in for a prompt, with
+    its phones) becomes utterances of training subjects, listed in the train split."""
+    from core.data.synth import _Rig, plan_recordings, render, splits_json
+
+    cfg = CorpusConfig(subjects=6, utterances=2, seed=1, engines=("espeak",), sentences_per_utterance=(2, 2),
+                       pause=(1.2, 1.2), edge_silence=(0.6, 0.6), noise_floor_db=(-60.0, -60.0),
+                       breath_share=1.0, real_styles=2)
+    item = plan(cfg, load_sentences())[0]
+    assert len(item.extra) == 1 and item.gaps == (0.6, 1.2, 0.6) and item.breaths == (True,)
+    rig = _Rig.from_head(head)
+    speech, weights = render(item, rig, cfg)
+    sr = tts.SAMPLE_RATE
+    lead = speech.audio[: int(0.5 * sr)]
+    assert 20 * np.log10(np.sqrt(np.mean(lead ** 2))) == pytest.approx(-60, abs=1.5)  # noise floor only
+    pauses = [(a, b) for n, a, b in speech.phones if n == ph.SILENCE and b - a >= 1.0]
+    assert len(pauses) >= 1 and speech.phones[0][0] == ph.SILENCE and speech.phones[0][2] >= 0.6
+    a, b = pauses[0] if pauses[0][0] > 0.1 else pauses[1]
+    breath = speech.audio[int((b - 0.5) * sr):int((b - 0.05) * sr)]
+    assert np.sqrt(np.mean(breath ** 2)) > 5 * 10 ** (-60 / 20)  # an audible breath before speech
+    fps = cfg.motion.fps
+    rest = weights[int((a + 0.4) * fps):int((b - 0.4) * fps), ARKIT_SHAPE_NAMES.index("jawOpen")]
+    assert rest.max() < 0.05  # the jaw rests in the pause
+
+    wav = tmp_path / "prompt.wav"
+    voice = tts.synthesize("Bob bought a map.", tts.Voice("espeak", "en-us"))
+    sf.write(wav, voice.audio, sr)
+    recordings = [{"name": "vm/bob", "id": "real-vm-bob", "wav": str(wav), "text": "Bob bought a map.",
+                   "split": "train", "phones": voice.phones},
+                  {"name": "vm/map", "id": "real-vm-map", "wav": str(wav), "text": "Bob bought a map.",
+                   "split": "val", "phones": voice.phones}]
+    train = split_subjects(cfg)["train"]
+    real = plan_recordings(cfg, train, recordings)
+    assert [it.recording_split for it in real].count("train") == 2 and len(real) == 3
+    assert all(it.subject in train and it.recording == wav for it in real)
+    speech, weights = render(real[0], rig, cfg)
+    assert len(speech.audio) > len(voice.audio) + sr  # the silence around it
+    assert rig.contact.gap(weights)[visemes.bilabial_frames(speech.phones, len(weights), fps)].max() < 1e-3
+    splits = splits_json(cfg, load_sentences(), plan(cfg, load_sentences()) + real)
+    assert "real-vm-bob" in splits["train"]["sentences"]
+    assert [u for u in splits["val"]["utterances"] if "real" in u] == [real[-1].name]
