@@ -200,3 +200,14 @@ def test_augmentation_is_seeded_changes_the_channel_and_keeps_the_clean_share():
     high = f > 3600
     drop = 10 * torch.log10(spec[:, high].sum() / out[:, high].sum())
     assert drop > 30 and torch.allclose(out[:, (f > 400) & (f < 3300)], spec[:, (f > 400) & (f < 3300)], rtol=1e-3)
+
+
+def test_dataset_preview_renders_a_compact_corpus_item(tmp_path):
+    from core.data.preview import preview_item
+    from core.render import probe_video
+
+    root = tmp_path / "compact"
+    write_tiny_corpus(root, compact=True)
+    np.save(root / "faces.npy", np.array([[i, i + 1, i + 2] for i in range(0, 48, 3)], np.int32))
+    info = probe_video(preview_item(root, "anna_s1", tmp_path / "p.mp4", size=32))
+    assert info["frames"] == 60 and info["audio"]

@@ -79,7 +79,8 @@ def preview_item(dataset_dir: str | Path, item_name: str, out_path: str | Path, 
     root = Path(dataset_dir)
     if not root.is_dir():
         raise ImitatorError(f"Dataset folder not found: {root}")
-    npy = root / "vertices_npy" / f"{item_name}.npy"
+    compact = not (root / "vertices_npy").is_dir() and (root / "shape_keys.npy").is_file()
+    npy = root / ("arkit" if compact else "vertices_npy") / f"{item_name}.npy"
     wav = root / "wav" / f"{item_name}.wav"
     for path in (npy, wav):
         if not path.is_file():
@@ -89,13 +90,22 @@ def preview_item(dataset_dir: str | Path, item_name: str, out_path: str | Path, 
     if not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0:
         raise ImitatorError(
             f"{root / 'dataset.json'}: fps is {fps!r}; it must be a positive number")
-    try:
-        flat = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ImitatorError(f"{npy}: not a readable .npy array ({exc})") from None
-    if flat.ndim != 2 or flat.shape[0] == 0 or flat.shape[1] == 0 or flat.shape[1] % 3:
-        raise ImitatorError(f"{npy}: expected (frames, 3 x vertices), got shape {flat.shape}")
-    vertices = flat.reshape(flat.shape[0], -1, 3)
+    if compact:  # the compact layout: ARKit weights expanded by the corpus reader
+        from .vocaset import open_corpus
+
+        corpus = open_corpus(root)
+        utt = next((u for u in corpus.utterances if u.key == item_name), None)
+        if utt is None:
+            raise ImitatorError(f"Dataset item '{item_name}' is not an utterance of {root}")
+        vertices = corpus.read_vertices(utt)
+    else:
+        try:
+            flat = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ImitatorError(f"{npy}: not a readable .npy array ({exc})") from None
+        if flat.ndim != 2 or flat.shape[0] == 0 or flat.shape[1] == 0 or flat.shape[1] % 3:
+            raise ImitatorError(f"{npy}: expected (frames, 3 x vertices), got shape {flat.shape}")
+        vertices = flat.reshape(flat.shape[0], -1, 3)
     if not np.isfinite(vertices).all():
         raise ImitatorError(f"{npy}: holds NaN or Inf values")
 
