@@ -211,3 +211,26 @@ def test_dataset_preview_renders_a_compact_corpus_item(tmp_path):
     np.save(root / "faces.npy", np.array([[i, i + 1, i + 2] for i in range(0, 48, 3)], np.int32))
     info = probe_video(preview_item(root, "anna_s1", tmp_path / "p.mp4", size=32))
     assert info["frames"] == 60 and info["audio"]
+
+
+@pytest.mark.parametrize("damage", ["truncated arkit", "truncated wav", "keys of another head"])
+def test_a_damaged_compact_corpus_stops_before_the_first_step(tmp_path, damage):
+    from core.errors import ImitatorError
+
+    root = tmp_path / "compact"
+    write_tiny_corpus(root, compact=True)
+    if damage == "truncated arkit":
+        path = root / "arkit" / "bert_s2.npy"
+        path.write_bytes(path.read_bytes()[:-100])
+        match = r"bert_s2.npy: not a readable .npy"
+    elif damage == "truncated wav":
+        path = root / "wav" / "bert_s2.wav"
+        path.write_bytes(path.read_bytes()[:40])
+        match = r"bert_s2.wav"
+    else:
+        np.save(root / "shape_keys.npy", np.zeros((52, 3, 3), np.float32))
+        match = r"shape_keys.npy: shape keys have shape \(52, 3, 3\)"
+    with pytest.raises(ImitatorError, match=match):
+        train(root, tmp_path / "run", model_settings=TINY_MODEL, progress=False,
+              train_config=TrainConfig(epochs=1, batch_size=2, decoder_passes=2))
+    assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "model.safetensors").exists()

@@ -173,7 +173,11 @@ class Corpus:
         path = utt.vertices if utt.vertices is not None else utt.arkit
         if path.suffix == ".csv":
             return len(self.read_arkit(utt))
-        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        try:
+            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        except (OSError, ValueError) as exc:
+            raise ImitatorError(f"{path}: not a readable .npy ({' '.join(str(exc).split())}); regenerate "
+                                f"or re-download the dataset") from None
 
 
 # ------------------------------------------------------------------------------------------------

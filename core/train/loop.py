@@ -600,6 +600,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
         cache = _data_bytes(train_utts + val_utts, use_arkit) < _MEMORY_CACHE_BYTES
         train_items = _Items(corpus, train_utts, config, closures, use_arkit, cache)
         val_items = _Items(corpus, val_utts, config, closures, use_arkit, cache)
+        _check_files(train_items, val_items, cache, progress and dist_.rank == 0)
 
         # --- model, optimizer --------------------------------------------------------------------
         _seed_all(cfg.seed)
@@ -813,6 +814,25 @@ def _closures(corpus, utterances, cache_path: Path, dist_: _Dist, progress: bool
         return result
     _barrier(dist_)
     return corpus_closures(corpus, utterances, cache_path, False)
+
+
+def _check_files(train_items: _Items, val_items: _Items, cached: bool, progress: bool) -> None:
+    """Read every utterance once before the first step (into the memory cache when it is on, else
+    only their headers), so a truncated or unreadable file stops training before it starts, with a
+    one-line error naming the file, instead of half way through an epoch."""
+    from tqdm import tqdm
+
+    from ..audio import audio_info
+
+    for items in (train_items, val_items):
+        for i in tqdm(range(len(items)), desc="reading the corpus", unit="utt", leave=False,
+                      disable=not progress or not cached):
+            if cached:
+                items[i]
+                continue
+            utt = items.utterances[i]
+            items.corpus.frame_count(utt)
+            audio_info(utt.wav)
 
 
 def _data_bytes(utterances, arkit: bool) -> int:
