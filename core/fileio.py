@@ -6,7 +6,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
+
+from .errors import ImitatorError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @contextlib.contextmanager
@@ -25,3 +30,80 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+NPZ_MIN_BUDGET = 512 << 20  # bytes any .npz may unpack to, however small it is
+NPZ_BUDGET_FACTOR = 8  # ... and this many times its size (compressed members)
+
+
+def read_npz(path: str | os.PathLike, *, fix: str = "re-export it",
+             max_bytes: int | None = None) -> dict[str, "np.ndarray"]:
+    """The arrays of an .npz, never unpickled, each member's size checked before it is read.
+
+    A file that is not a zip, a member that is not an .npy, Python objects, a member whose
+    declared array or unpacked size exceeds ``max_bytes`` (default ``max(NPZ_MIN_BUDGET,
+    NPZ_BUDGET_FACTOR x the file size)``: a deflate bomb), truncated or corrupt data: one-line
+    ImitatorErrors naming the file and ending in ``fix``.
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise ImitatorError(f"{path}: file not found; check the path") from None
+    except IsADirectoryError:
+        raise ImitatorError(f"{path}: is a folder, not an .npz file; choose the file itself") from None
+    except OSError as exc:
+        raise ImitatorError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        what = "empty (0 bytes)" if not magic else f"not an .npz archive (it starts with {magic!r})"
+        raise ImitatorError(f"{path}: is {what}; save it with numpy.savez, or {fix}")
+    limit = max_bytes if max_bytes is not None else max(NPZ_MIN_BUDGET, NPZ_BUDGET_FACTOR * size)
+    used, out = 0, {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.is_dir():
+                    continue
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if not info.filename.endswith(".npy"):
+                    raise ImitatorError(f"{path}: member {info.filename!r} is not a numpy array "
+                                        f"(.npy); save the file with numpy.savez, or {fix}")
+                with z.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    shape, fortran, dtype = (np.lib.format.read_array_header_1_0(member)
+                                             if version == (1, 0) else
+                                             np.lib.format.read_array_header_2_0(member))
+                    if dtype.hasobject:
+                        raise ImitatorError(f"{path}: '{name}' holds Python objects, which are not "
+                                            f"loaded (they could run code); save plain numpy arrays")
+                    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                    if nbytes > info.file_size:
+                        raise ImitatorError(f"{path}: '{name}' is truncated (the header promises "
+                                            f"{nbytes:,} bytes, the member holds {info.file_size:,}); "
+                                            f"{fix}")
+                    used += max(nbytes, info.file_size)
+                    if used > limit:
+                        raise ImitatorError(f"{path}: refused to load, '{name}' unpacks to "
+                                            f"{nbytes / 2**20:,.0f} MB, more than the "
+                                            f"{limit / 2**20:,.0f} MB a file of {size:,} bytes may "
+                                            f"use (the file is damaged or malicious); {fix}")
+                    data = member.read(nbytes)
+                    if len(data) < nbytes:
+                        raise ImitatorError(f"{path}: '{name}' is truncated; {fix}")
+                    array = np.frombuffer(data, dtype=dtype)
+                    out[name] = (array.reshape(shape[::-1]).T if fortran else
+                                 array.reshape(shape)).copy()
+    except ImitatorError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+            RuntimeError, OverflowError) as exc:  # zip, deflate, .npy header and CRC errors
+        reason = " ".join(str(exc).split())[:160]
+        raise ImitatorError(f"{path}: corrupt .npz ({type(exc).__name__}: {reason}); {fix}") from None
+    return out

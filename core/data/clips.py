@@ -33,7 +33,7 @@ from ..audio import AUDIO_RATE, load_audio, save_wav, to_mono
 from ..errors import ImitatorError
 from ..faces.default_head import ARKIT_SHAPE_NAMES
 from ..faces.head import Head
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_npz
 from .livelink import read_arkit_csv, write_arkit_csv
 from .meshfiles import MESH_SUFFIXES, faces_text, natural_key, read_mesh_vertices, write_obj
 
@@ -129,15 +129,7 @@ def load_clip(path: str | os.PathLike, head: Head | None = None, flame: Any = No
 
 
 def _load_npz(path: Path, flame: Any, fps: float | None, audio: Any) -> Clip:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        raise ImitatorError(f"{path}: .npz holds Python objects ({' '.join(str(exc).split())}); "
-                            f"save plain numpy arrays") from None
-    except Exception as exc:  # noqa: BLE001 - BadZipFile, truncated member, zlib errors
-        raise ImitatorError(f"{path}: not a readable .npz ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())}); re-export it") from None
+    data = read_npz(path, fix="re-export the clip")
     is_flame = any(k in data for k in _FLAME_KEYS["expression"])
     if "vertices" not in data and not is_flame:
         raise ImitatorError(f"{path}: .npz has neither 'vertices' nor FLAME 'expression' (keys: "

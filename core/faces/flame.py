@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImitatorError
+from ..fileio import read_npz
 from ..safe_pickle import ChumpyObject, safe_load
 from .head import Head
 
@@ -218,16 +219,8 @@ def _read(path: Path) -> dict[str, Any]:
     """Raw key -> value mapping from an .npz or (restricted) pickle FLAME file."""
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic == b"PK\x03\x04":  # zip: an .npz
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        except ValueError as exc:
-            raise ImitatorError(f"{path}: .npz holds Python objects ({' '.join(str(exc).split())}); "
-                                f"save plain numpy arrays (J_regressor dense)") from None
-        except Exception as exc:  # noqa: BLE001 - BadZipFile, truncated member, zlib errors
-            raise ImitatorError(f"{path}: corrupt .npz ({type(exc).__name__}: "
-                                f"{' '.join(str(exc).split())}); re-export it") from None
+    if magic == b"PK\x03\x04" or path.suffix.lower() == ".npz":  # zip: an .npz
+        return read_npz(path, fix="re-export it with plain arrays (J_regressor dense)")
     data = safe_load(path)
     if not isinstance(data, dict):
         raise ImitatorError(f"{path}: holds a {type(data).__name__}, not a FLAME model "
