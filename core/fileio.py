@@ -14,13 +14,42 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (the only portable way to read it)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path, *, folder: bool = False) -> int:
+    """The mode ``path`` gets: that of the file it replaces, else what ``open`` would give."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return (0o777 if folder else 0o666) & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file; on success it replaces ``path``, on error it vanishes."""
+    """Yield a binary file; on success it replaces ``path``, on error it vanishes.
+
+    The file gets the mode of the file it replaces, or the umask's (``mkstemp`` alone would
+    leave every export at 0600, unreadable to other users and tools).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError):  # filesystems without modes (FAT, some mounts)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

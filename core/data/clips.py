@@ -17,6 +17,7 @@ Formats (``load_clip`` picks by file type):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,7 +34,7 @@ from ..audio import AUDIO_RATE, load_audio, save_wav, to_mono
 from ..errors import ImitatorError
 from ..faces.default_head import ARKIT_SHAPE_NAMES
 from ..faces.head import Head
-from ..fileio import atomic_write, read_npz
+from ..fileio import atomic_write, new_file_mode, read_npz
 from .livelink import read_arkit_csv, write_arkit_csv
 from .meshfiles import MESH_SUFFIXES, faces_text, natural_key, read_mesh_vertices, write_obj
 
@@ -430,6 +431,8 @@ def save_obj_sequence(folder: str | os.PathLike, clip: Clip, head: Head | None =
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, new_file_mode(folder, folder=True))  # mkdtemp's 0700 otherwise
         digits = max(5, len(str(clip.num_frames - 1)))
         for i, frame in enumerate(np.asarray(clip.vertices)):
             write_obj(tmp / f"frame_{i:0{digits}d}.obj", frame, faces)

@@ -35,8 +35,9 @@ __all__ = ["JOINTS", "NUM_SHAPE", "FlameModel", "load_flame", "load_flame_masks"
 JOINTS = ("global", "neck", "jaw", "left_eye", "right_eye")
 NUM_SHAPE = 300  # identity components in shapedirs; the rest are expression components
 _CHUNK = 256  # frames evaluated at once, bounds temporary memory
-_GET_FLAME = ("download FLAME from https://flame.is.tue.mpg.de and choose its generic_model.pkl "
-              "(FLAME 2020) or FLAME 2023 .pkl in the add-on preferences")
+_GET_FLAME = ("download FLAME from https://flame.is.tue.mpg.de and give its generic_model.pkl "
+              "(FLAME 2020) or FLAME 2023 .pkl (--flame on the command line, the FLAME model "
+              "file in the Blender add-on's preferences)")
 
 
 def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
@@ -240,7 +241,12 @@ def _array(data: dict[str, Any], key: str, path: Path, expected: tuple, integer:
         raise ImitatorError(f"{path}: '{key}' is a chumpy expression ({value.chumpy_class}) that "
                             f"cannot be read without chumpy; convert the file to .npz with plain "
                             f"arrays")
-    if hasattr(value, "toarray"):  # scipy sparse
+    if hasattr(value, "toarray"):  # scipy sparse: the shape is checked before it is made dense
+        shape = tuple(getattr(value, "shape", ()))
+        if len(shape) != len(expected) or any(e is not None and e != n
+                                              for e, n in zip(expected, shape)):
+            raise ImitatorError(f"{path}: '{key}' has shape {shape}, expected {shown}; this is "
+                                f"not a FLAME 2020/2023 model file; {_GET_FLAME}")
         value = value.toarray()
     try:
         arr = np.asarray(value)
