@@ -40,8 +40,8 @@ from .meshfiles import MESH_SUFFIXES, faces_text, natural_key, read_mesh_vertice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUDIO_SUFFIXES", "Clip", "load_clip", "resample", "resample_frames", "save_arkit_csv",
-           "save_clip_npz", "save_obj_sequence", "validate_clip"]
+__all__ = ["AUDIO_SUFFIXES", "Clip", "check_sequence_folder", "load_clip", "resample",
+           "resample_frames", "save_arkit_csv", "save_clip_npz", "save_obj_sequence", "validate_clip"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 SIDECAR = "clip.json"
@@ -411,6 +411,22 @@ def save_clip_npz(path: str | os.PathLike, clip: Clip) -> None:
         np.savez(f, **arrays)
 
 
+def check_sequence_folder(folder: Path, *, overwrite: bool = False, option: str = "") -> None:
+    """Refuse what ``save_obj_sequence`` would refuse, before any work: an existing folder
+    without ``overwrite``, a file, or a folder that holds more than a previous sequence."""
+    where = f"{option} {folder}" if option else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ImitatorError(f"{where}: is a file, not a folder; give a new folder name")
+    if folder.exists() and not overwrite:
+        raise ImitatorError(f"{where}: already exists; choose a new folder or "
+                            f"{'pass --overwrite' if option else 'allow overwriting'}")
+    if folder.exists():
+        foreign = [p.name for p in folder.iterdir() if not _ours(p)]
+        if foreign:
+            raise ImitatorError(f"{where}: holds other files ({', '.join(foreign[:3])}); choose "
+                                f"an empty or new folder")
+
+
 def save_obj_sequence(folder: str | os.PathLike, clip: Clip, head: Head | None = None, *,
                       overwrite: bool = False) -> Path:
     """Write ``frame_00000.obj`` ... (faces from ``head``), ``audio.wav`` and ``clip.json``.
@@ -420,13 +436,7 @@ def save_obj_sequence(folder: str | os.PathLike, clip: Clip, head: Head | None =
     previous sequence.
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise ImitatorError(f"{folder}: already exists; choose a new folder or allow overwriting")
-    if folder.exists():
-        foreign = [p.name for p in folder.iterdir() if not _ours(p)]
-        if foreign:
-            raise ImitatorError(f"{folder}: holds other files ({', '.join(foreign[:3])}); choose "
-                                f"an empty or new folder")
+    check_sequence_folder(folder, overwrite=overwrite)
     faces = faces_text(head.face_sizes, head.face_indices) if head is not None else ""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

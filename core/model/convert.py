@@ -364,7 +364,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated style names in one-hot order (default: the 8 VOCASET "
                         "training subjects)")
     p.add_argument("--topology", default="", help="topology hash of the head (FLAME) to record")
-    p.set_defaults(func=_run)
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.set_defaults(func=_run, outputs={"out": "folder"})
 
 
 def _run(args: argparse.Namespace) -> int:
