@@ -341,9 +341,10 @@ def convert_official(ckpt: str | Path, out: str | Path, *, wav2vec2_config: dict
     for key in [k for k in ours if k not in expected]:
         if key.endswith("masked_spec_embed"):
             del ours[key]  # training-only SpecAugment vector; absent when masking is off
-    from .checkpoint import check_state
+    from .checkpoint import check_finite, check_state
 
     check_state(model, ours, ckpt)
+    check_finite(ours, ckpt)
     model.load_state_dict(ours, strict=True)
     model.eval()
     model.save_pretrained(out)
