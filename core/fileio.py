@@ -120,7 +120,7 @@ def read_npz(path: str | os.PathLike, *, fix: str = "re-export it",
                     used += max(nbytes, info.file_size)
                     if used > limit:
                         raise ImitatorError(f"{path}: refused to load, '{name}' unpacks to "
-                                            f"{nbytes / 2**20:,.0f} MB, more than the "
+                                            f"{max(nbytes, info.file_size) / 2**20:,.0f} MB, more than the "
                                             f"{limit / 2**20:,.0f} MB a file of {size:,} bytes may "
                                             f"use (the file is damaged or malicious); {fix}")
                     data = member.read(nbytes)

@@ -597,7 +597,7 @@ def _load(data: bytes, where: str, allowed: Any, persistent_load: Any, max_bytes
     except _OverBudget as exc:
         raise ImitatorError(
             f"{where}: refused to load, {exc.what} would take {_mb(exc.nbytes)}, more than the "
-            f"{_mb(exc.limit)} a file of {len(data):,} bytes may use (the file is damaged or "
+            f"{_mb(exc.limit)} a pickle of {len(data):,} bytes may use (the file is damaged or "
             f"malicious); use the official file") from None
     except ImitatorError:
         raise
