@@ -24,7 +24,7 @@ from .errors import ImitatorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUDIO_RATE", "AudioInfo", "audio_info", "load_audio", "resample_audio", "save_wav",
+__all__ = ["AUDIO_RATE", "AudioInfo", "audio_info", "check_audio", "load_audio", "resample_audio", "save_wav",
            "stream_audio", "to_mono"]
 
 AUDIO_RATE = 16000  # what the audio encoders take
@@ -113,6 +113,15 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         return AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), str(f.subtype))
 
 
+def check_audio(path: str | os.PathLike) -> AudioInfo:
+    """The header of an audio file a command is about to use, refused up front (one line naming
+    it) when unreadable or without samples."""
+    info = audio_info(path)
+    if info.frames == 0:
+        raise ImitatorError(f"{info.path}: audio file holds no samples; choose a recording with speech")
+    return info
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(N,) or (N, C) -> (N,) float32, channels averaged."""
     samples = np.asarray(samples, dtype=np.float32)
@@ -183,9 +192,7 @@ def load_audio(path: str | os.PathLike, sr: int = AUDIO_RATE, *,
                allow_silent: bool = False) -> np.ndarray:
     """The whole file as mono float32 at ``sr`` Hz, checked for emptiness and silence."""
     path = Path(path)
-    info = audio_info(path)
-    if info.frames == 0:
-        raise ImitatorError(f"{path}: audio file holds no samples; choose a recording with speech")
+    info = check_audio(path)
     if info.duration > LONG_SECONDS:
         log.info("%s: %.1f min of audio; loading it at %d Hz mono (%.0f MB)", path,
                  info.duration / 60, sr, info.duration * sr * 4 / 1e6)

@@ -86,19 +86,28 @@ def check_outputs(args: argparse.Namespace) -> None:
     outputs = {name: kind for name, kind in (getattr(args, "outputs", None) or {}).items()
                if getattr(args, name, None) is not None}
     overwrite = bool(getattr(args, "overwrite", False))
-    seen: dict[Path, str] = {}
+    seen: dict[object, str] = {}
     for name, kind in outputs.items():
         path = Path(getattr(args, name))
         check_output(path, _option(name), kind, overwrite)
-        resolved = path.resolve()
-        if resolved in seen:
-            raise ImitatorError(f"{_option(name)} {path}: same path as {seen[resolved]}; give each "
-                                f"output its own name")
-        seen[resolved] = _option(name)
+        if _identity(path) in seen:
+            raise ImitatorError(f"{_option(name)} {path}: same path as {seen[_identity(path)]}; "
+                                f"give each output its own name")
+        seen[_identity(path)] = _option(name)
     for name, value in vars(args).items():
-        if name not in outputs and isinstance(value, Path) and value.resolve() in seen:
-            raise ImitatorError(f"{seen[value.resolve()]} {value}: is also the {_option(name)} "
+        if name not in outputs and isinstance(value, Path) and _identity(value) in seen:
+            raise ImitatorError(f"{seen[_identity(value)]} {value}: is also the {_option(name)} "
                                 f"input; write the output elsewhere")
+
+
+def _identity(path: Path) -> object:
+    """The file a path names: (device, inode) when it exists (links, other spellings), else the
+    absolute path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return path.resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:

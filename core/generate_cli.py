@@ -107,6 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     from .model.generate import generate_file
     from .train import pick_device
 
+    from .audio import check_audio
+
+    check_audio(args.audio)  # before the model loads (outputs and options: core.cli)
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = args.model if args.model is not None else default_model_path()
