@@ -327,7 +327,10 @@ def load_flame_masks(path: str | os.PathLike, num_vertices: int = 5023) -> dict[
                             f"dictionary of vertex index arrays); choose FLAME_masks.pkl")
     masks = {}
     for name, idx in data.items():
-        arr = np.asarray(idx)
+        try:
+            arr = np.asarray(idx)
+        except (ValueError, TypeError):  # ragged lists and the like
+            arr = np.asarray(None)
         ok = arr.ndim == 1 and arr.dtype.kind in "iu" and (
             arr.size == 0 or (arr.min() >= 0 and arr.max() < num_vertices))
         if not ok:
