@@ -7,7 +7,6 @@ its next report), the moment after the worker finished but before its result was
 random delay into the run. Seeded: the same points every run.
 """
 
-import hashlib
 import threading
 import time
 from types import SimpleNamespace
@@ -16,22 +15,10 @@ import bpy
 import numpy as np
 import pytest
 from bl_styles import Scene
-from scene_setup import default_head, ensure_runtime_packages, sample_audio, snapshot, tiny_model
+from scene_setup import default_head, ensure_runtime_packages, sample_audio, snapshot, tiny_model, user_folder
 
 ESC = SimpleNamespace(type="ESC", value="PRESS")
 POINTS = 20
-
-
-def user_folder(ext) -> dict:
-    """Every file of the extension's user folder (the runtime package link excluded): hashes."""
-    root = ext.mod("imitator_blender.preferences").user_dir()
-    state = {}
-    for path in sorted(root.rglob("*")):
-        if "deps" in path.relative_to(root).parts[:1]:
-            continue
-        state[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest() \
-            if path.is_file() else "dir"
-    return state
 
 
 class Gate:
