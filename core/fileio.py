@@ -61,6 +61,21 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def user_file_errors(path: Path, fix: str) -> Iterator[None]:
+    """OS errors while opening or reading a user's file, as one-line ImitatorErrors naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImitatorError(f"{path}: file not found; check the path") from None
+    except IsADirectoryError:
+        raise ImitatorError(f"{path}: is a folder, not a file; choose the file itself") from None
+    except PermissionError:
+        raise ImitatorError(f"{path}: permission denied; make the file readable") from None
+    except OSError as exc:
+        raise ImitatorError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+
+
 NPZ_MIN_BUDGET = 512 << 20  # bytes any .npz may unpack to, however small it is
 NPZ_BUDGET_FACTOR = 8  # ... and this many times its size (compressed members)
 
@@ -80,16 +95,9 @@ def read_npz(path: str | os.PathLike, *, fix: str = "re-export it",
     import numpy as np
 
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise ImitatorError(f"{path}: file not found; check the path") from None
-    except IsADirectoryError:
-        raise ImitatorError(f"{path}: is a folder, not an .npz file; choose the file itself") from None
-    except OSError as exc:
-        raise ImitatorError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    with user_file_errors(path, fix), open(path, "rb") as f:
+        magic = f.read(4)
+        size = os.fstat(f.fileno()).st_size
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
         what = "empty (0 bytes)" if not magic else f"not an .npz archive (it starts with {magic!r})"
         raise ImitatorError(f"{path}: is {what}; save it with numpy.savez, or {fix}")

@@ -24,11 +24,13 @@ import os
 import pickle
 import pickletools
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from .errors import ImitatorError
+from .fileio import user_file_errors
 
 log = logging.getLogger(__name__)
 
@@ -479,17 +481,8 @@ def safe_load(path_or_file: str | os.PathLike | IO[bytes],
     """
     if isinstance(path_or_file, (str, os.PathLike)):
         where = str(path_or_file)
-        try:
-            with open(path_or_file, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ImitatorError(f"{where}: file not found; check the path") from None
-        except IsADirectoryError:
-            raise ImitatorError(f"{where}: is a folder, not a file; choose the file itself") from None
-        except PermissionError:
-            raise ImitatorError(f"{where}: permission denied; make the file readable") from None
-        except OSError as exc:
-            raise ImitatorError(f"{where}: cannot be read ({exc.strerror or exc}); {_FIX}") from None
+        with user_file_errors(Path(path_or_file), _FIX), open(path_or_file, "rb") as f:
+            data = f.read()
     else:
         where = str(getattr(path_or_file, "name", "<stream>"))
         data = path_or_file.read()
