@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import struct
 import sys
 import tempfile
@@ -367,6 +368,7 @@ def fuzz(names: list[str], examples: int, cap_mib: int) -> list[dict]:
                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                      "cap_mib": cap_mib, "failure": failure})
         print(json.dumps(rows[-1]), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
