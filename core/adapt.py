@@ -569,7 +569,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, outputs={"out": f"file:{SUFFIX}"})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -580,11 +580,7 @@ def _run(args: argparse.Namespace) -> int:
     from .model.checkpoint import from_pretrained
     from .train import pick_device
 
-    out = args.out
-    if out.suffix != SUFFIX:
-        raise ImitatorError(f"--out {out}: a style profile ends in {SUFFIX}; e.g. --out {out.stem}{SUFFIX}")
-    if out.exists() and not args.overwrite:
-        raise ImitatorError(f"--out {out}: already exists; choose another name or pass --overwrite")
+    out = args.out  # checked by core.cli.check_outputs (suffix, exists, folder, writable)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = AdaptSettings(steps1=args.steps1, steps2=args.steps2, lr1=args.lr1, lr2=args.lr2,

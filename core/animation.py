@@ -136,14 +136,17 @@ class Animation:
 
     @classmethod
     def load(cls, path: Path) -> "Animation":
+        from .fileio import read_npz
+
         path = Path(path)
+        z = read_npz(path, fix="export the animation again")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if "basis" in z:
-                    return cls(z["template"], z["basis"], z["weights"], z["bias"], float(z["fps"]),
-                               float(z["max_error"]) if "max_error" in z else 0.0)
-                return cls.from_vertices(z["vertices"], z["template"], float(z["fps"]))
+            if "basis" in z:
+                return cls(z["template"], z["basis"], z["weights"], z["bias"], float(z["fps"]),
+                           float(z["max_error"]) if "max_error" in z else 0.0)
+            return cls.from_vertices(z["vertices"], z["template"], float(z["fps"]))
         except ImitatorError as e:
             raise ImitatorError(f"{path}: {e}") from None
-        except (OSError, ValueError, KeyError) as e:
-            raise ImitatorError(f"{path}: not a readable animation .npz ({e}); re-export it") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise ImitatorError(f"{path}: not a readable animation .npz ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())}); export the animation again") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .errors import ImitatorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUDIO_RATE", "AudioInfo", "audio_info", "load_audio", "resample_audio", "save_wav",
+__all__ = ["AUDIO_RATE", "AudioInfo", "audio_info", "check_audio", "load_audio", "resample_audio", "save_wav",
            "stream_audio", "to_mono"]
 
 AUDIO_RATE = 16000  # what the audio encoders take
@@ -62,8 +63,47 @@ def _open(path: Path):
     except PermissionError:
         raise ImitatorError(f"{path}: permission denied; make the audio file readable") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = " ".join(str(exc).split()).replace(f"Error opening {str(path)!r}: ", "")
-        raise ImitatorError(f"{path}: not a readable audio file ({reason}); {_CONVERT_HINT}") from None
+        raise ImitatorError(f"{path}: not a readable audio file ({_why_unreadable(path, exc)}); "
+                            f"{_CONVERT_HINT}") from None
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """What the file is instead of audio, from its first bytes; else libsndfile's first line
+    (its mp3 decoder says "possibly a pipe?" of any file it cannot parse)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        head = b""
+    if head.startswith((b"PK\x03\x04", b"\x80\x02", b"\x80\x04", b"%PDF", b"\x89PNG", b"\xff\xd8\xff")):
+        return f"it is not audio: it starts with {head[:4]!r}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"it is a text file ('{' '.join(text.split())[:30]}...'), not audio"
+    reason = str(exc).replace(f"Error opening {str(path)!r}: ", "").split("Note:")[0]
+    reason = " ".join(reason.split())
+    if "possibly a pipe" in reason:
+        return "the format is not recognised"
+    return reason or "the format is not recognised"
+
+
+_DECLARED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _warn_truncated(path: Path, f) -> None:
+    """A WAV (or AIFF) header that promises more data than the file holds: a copy cut short."""
+    match = _DECLARED.search(getattr(f, "extra_info", "") or "")
+    if match is None:
+        return
+    declared, present = int(match[1]), int(match[2])
+    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared <= present:  # streamed-out headers
+        return
+    log.warning("%s: audio data is truncated (the header promises %d bytes, the file holds %d); "
+                "using the %.2f s that are there; re-export or re-copy the file to get all of it",
+                path, declared, present, f.frames / max(f.samplerate, 1))
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -71,6 +111,15 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     path = Path(path)
     with _open(path) as f:
         return AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), str(f.subtype))
+
+
+def check_audio(path: str | os.PathLike) -> AudioInfo:
+    """The header of an audio file a command is about to use, refused up front (one line naming
+    it) when unreadable or without samples."""
+    info = audio_info(path)
+    if info.frames == 0:
+        raise ImitatorError(f"{info.path}: audio file holds no samples; choose a recording with speech")
+    return info
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -90,14 +139,17 @@ def resample_audio(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def stream_audio(path: str | os.PathLike, sr: int = AUDIO_RATE, *,
-                 block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+                 block_seconds: float = 30.0, warn_silent: bool = True) -> Iterator[np.ndarray]:
     """Mono float32 blocks at ``sr`` Hz of about ``block_seconds`` each; memory is one block.
 
-    Raises ImitatorError on unreadable files and NaN/Inf samples. Emptiness and silence can only be
-    known at the end of a stream; ``load_audio`` checks them.
+    Raises ImitatorError on unreadable files, NaN/Inf samples and (at the end) no samples at all;
+    warns (one line) about truncated data and, with ``warn_silent``, about a silent file, whose
+    animation is then the rest pose. ``load_audio`` refuses silent files instead.
     """
     path = Path(path)
     with _open(path) as f:
+        _warn_truncated(path, f)
+        total, peak = 0, 0.0
         sr_in = int(f.samplerate)
         block = max(1, int(round(block_seconds * sr_in)))
         stream = None
@@ -117,27 +169,37 @@ def stream_audio(path: str | os.PathLike, sr: int = AUDIO_RATE, *,
                 at = (f.tell() - len(raw) + int(np.argmin(np.isfinite(mono)))) / sr_in
                 raise ImitatorError(f"{path}: audio holds NaN or Inf samples (first at {at:.2f} s); "
                                     f"re-export the audio")
+            total += mono.size
+            if mono.size:
+                peak = max(peak, float(np.abs(mono).max()))
             out = mono if stream is None else stream.resample_chunk(mono, last=last)
             if out.size:
                 yield out
             if last:
-                return
+                break
+    if total == 0:
+        raise ImitatorError(f"{path}: audio file holds no samples; choose a recording with speech")
+    if warn_silent and peak < SILENCE_PEAK:
+        log.warning("%s: audio is silent (%s); the face stays at rest; check the recording's input "
+                    "level", path, _level(peak))
+
+
+def _level(peak: float) -> str:
+    return f"peak {20 * np.log10(peak):.0f} dBFS" if peak > 0 else "all samples are zero"
 
 
 def load_audio(path: str | os.PathLike, sr: int = AUDIO_RATE, *,
                allow_silent: bool = False) -> np.ndarray:
     """The whole file as mono float32 at ``sr`` Hz, checked for emptiness and silence."""
     path = Path(path)
-    info = audio_info(path)
-    if info.frames == 0:
-        raise ImitatorError(f"{path}: audio file holds no samples; choose a recording with speech")
+    info = check_audio(path)
     if info.duration > LONG_SECONDS:
         log.info("%s: %.1f min of audio; loading it at %d Hz mono (%.0f MB)", path,
                  info.duration / 60, sr, info.duration * sr * 4 / 1e6)
     expected = int(np.ceil(info.frames * sr / info.sample_rate)) + 64
     out = np.empty(expected, dtype=np.float32)
     n = peak = clipped = 0
-    for chunk in stream_audio(path, sr, block_seconds=_BLOCK_SECONDS):
+    for chunk in stream_audio(path, sr, block_seconds=_BLOCK_SECONDS, warn_silent=allow_silent):
         if n + chunk.size > out.size:  # resampler delay can add a few samples
             out = np.resize(out, n + chunk.size)
         out[n:n + chunk.size] = chunk
@@ -148,8 +210,7 @@ def load_audio(path: str | os.PathLike, sr: int = AUDIO_RATE, *,
     if n == 0:
         raise ImitatorError(f"{path}: audio file holds no samples; choose a recording with speech")
     if peak < SILENCE_PEAK and not allow_silent:
-        level = f"peak {20 * np.log10(peak):.0f} dBFS" if peak > 0 else "all samples are zero"
-        raise ImitatorError(f"{path}: audio is silent ({level}); choose a recording with speech "
+        raise ImitatorError(f"{path}: audio is silent ({_level(peak)}); choose a recording with speech "
                             f"or check the input level")
     if clipped > CLIPPED_FRACTION * n:
         log.warning("%s: %.1f%% of the samples are clipped; lip sync may suffer", path,

@@ -68,13 +68,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="Animation .npz to write")
     p.add_argument("--obj-dir", type=Path, help="also write an OBJ sequence (+ audio.wav) into this new folder")
     p.add_argument("--arkit-csv", type=Path, help="also write ARKit weights (default head) as a Live Link Face CSV")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --obj-dir sequence")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --obj-dir, --arkit-csv)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_HEAD_CACHE,
                    help=f"where the default head is cached (default {DEFAULT_HEAD_CACHE})")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
                    help="skip closure-aware decoding (lips pressed together on m/b/p): the raw model output")
-    p.set_defaults(func=_run)
+    # checked by core.cli before anything runs (exists, folder/file, writable, not an input)
+    p.set_defaults(func=_run, outputs={"out": "file:.npz", "obj_dir": "sequence", "arkit_csv": "file:.csv"})
 
 
 def _head_for(model, cache_dir: Path, required: bool):
@@ -106,10 +107,11 @@ def _run(args: argparse.Namespace) -> int:
     from .model.generate import generate_file
     from .train import pick_device
 
+    from .audio import check_audio
+
+    check_audio(args.audio)  # before the model loads (outputs and options: core.cli)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.fps is not None and not args.fps > 0:
-        raise ImitatorError(f"--fps {args.fps}: give a positive frame rate")
     folder = args.model if args.model is not None else default_model_path()
     model = from_pretrained(folder, pick_device(args.device))
     style = parse_style(model, args.style)
@@ -124,6 +126,10 @@ def _run(args: argparse.Namespace) -> int:
         anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress,
                              lip_closure=args.lip_closure)
     seconds = time.perf_counter() - t0
+    if args.arkit_csv is not None:  # fitted before anything is written: a failure leaves no file
+        from .arkit_fit import fit_arkit_weights
+
+        weights, error = fit_arkit_weights(anim, arkit_head)
     anim.save(args.out)
     print(f"wrote {args.out}: {anim.num_frames} frames at {anim.fps:g} fps, {anim.num_vertices} vertices, "
           f"{anim.basis.shape[0]} basis shapes ({seconds:.2f} s, real-time factor "
@@ -139,10 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         save_obj_sequence(args.obj_dir, clip, head, overwrite=args.overwrite)
         print(f"wrote {args.obj_dir}: {anim.num_frames} OBJ frames{'' if head else ' (vertices only)'} + audio.wav")
     if args.arkit_csv is not None:
-        from .arkit_fit import fit_arkit_weights
         from .data.clips import save_arkit_csv
 
-        weights, error = fit_arkit_weights(anim, arkit_head)
         save_arkit_csv(args.arkit_csv, weights, anim.fps)
         print(f"wrote {args.arkit_csv}: 52 ARKit weights x {len(weights)} frames (largest vertex error of "
               f"the fit {error * 1000:.2f} mm)")

@@ -121,7 +121,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     topology = mesh_topology(obj.data)
     if model_V != V or (model_topology and model_topology != topology):
         raise ImitatorError(
-            f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model {folder.name} "
+            f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model '{folder.name}' "
             f"({model_V} vertices, topology {(model_topology or '?')[:8]}); select the head the model "
             f"was trained for, or choose another model")
 

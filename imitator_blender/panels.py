@@ -172,7 +172,7 @@ def head_model_match(context, obj) -> tuple[str, str]:
     topology = config.get("topology") or ""
     if V != model_V or (topology and topology != mesh_topology(obj.data)):
         return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
-    return f"'{obj.name}' fits the model {folder.name}", "CHECKMARK"
+    return f"'{obj.name}' fits the model '{folder.name}'", "CHECKMARK"
 
 
 def _model_folder(context) -> Path:

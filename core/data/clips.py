@@ -17,6 +17,7 @@ Formats (``load_clip`` picks by file type):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,14 +34,14 @@ from ..audio import AUDIO_RATE, load_audio, save_wav, to_mono
 from ..errors import ImitatorError
 from ..faces.default_head import ARKIT_SHAPE_NAMES
 from ..faces.head import Head
-from ..fileio import atomic_write
+from ..fileio import atomic_write, new_file_mode, read_npz
 from .livelink import read_arkit_csv, write_arkit_csv
 from .meshfiles import MESH_SUFFIXES, faces_text, natural_key, read_mesh_vertices, write_obj
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUDIO_SUFFIXES", "Clip", "load_clip", "resample", "resample_frames", "save_arkit_csv",
-           "save_clip_npz", "save_obj_sequence", "validate_clip"]
+__all__ = ["AUDIO_SUFFIXES", "Clip", "check_sequence_folder", "load_clip", "resample",
+           "resample_frames", "save_arkit_csv", "save_clip_npz", "save_obj_sequence", "validate_clip"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 SIDECAR = "clip.json"
@@ -129,15 +130,7 @@ def load_clip(path: str | os.PathLike, head: Head | None = None, flame: Any = No
 
 
 def _load_npz(path: Path, flame: Any, fps: float | None, audio: Any) -> Clip:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        raise ImitatorError(f"{path}: .npz holds Python objects ({' '.join(str(exc).split())}); "
-                            f"save plain numpy arrays") from None
-    except Exception as exc:  # noqa: BLE001 - BadZipFile, truncated member, zlib errors
-        raise ImitatorError(f"{path}: not a readable .npz ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())}); re-export it") from None
+    data = read_npz(path, fix="re-export the clip")
     is_flame = any(k in data for k in _FLAME_KEYS["expression"])
     if "vertices" not in data and not is_flame:
         raise ImitatorError(f"{path}: .npz has neither 'vertices' nor FLAME 'expression' (keys: "
@@ -418,6 +411,22 @@ def save_clip_npz(path: str | os.PathLike, clip: Clip) -> None:
         np.savez(f, **arrays)
 
 
+def check_sequence_folder(folder: Path, *, overwrite: bool = False, option: str = "") -> None:
+    """Refuse what ``save_obj_sequence`` would refuse, before any work: an existing folder
+    without ``overwrite``, a file, or a folder that holds more than a previous sequence."""
+    where = f"{option} {folder}" if option else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ImitatorError(f"{where}: is a file, not a folder; give a new folder name")
+    if folder.exists() and not overwrite:
+        raise ImitatorError(f"{where}: already exists; choose a new folder or "
+                            f"{'pass --overwrite' if option else 'allow overwriting'}")
+    if folder.exists():
+        foreign = [p.name for p in folder.iterdir() if not _ours(p)]
+        if foreign:
+            raise ImitatorError(f"{where}: holds other files ({', '.join(foreign[:3])}); choose "
+                                f"an empty or new folder")
+
+
 def save_obj_sequence(folder: str | os.PathLike, clip: Clip, head: Head | None = None, *,
                       overwrite: bool = False) -> Path:
     """Write ``frame_00000.obj`` ... (faces from ``head``), ``audio.wav`` and ``clip.json``.
@@ -427,17 +436,13 @@ def save_obj_sequence(folder: str | os.PathLike, clip: Clip, head: Head | None =
     previous sequence.
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise ImitatorError(f"{folder}: already exists; choose a new folder or allow overwriting")
-    if folder.exists():
-        foreign = [p.name for p in folder.iterdir() if not _ours(p)]
-        if foreign:
-            raise ImitatorError(f"{folder}: holds other files ({', '.join(foreign[:3])}); choose "
-                                f"an empty or new folder")
+    check_sequence_folder(folder, overwrite=overwrite)
     faces = faces_text(head.face_sizes, head.face_indices) if head is not None else ""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, new_file_mode(folder, folder=True))  # mkdtemp's 0700 otherwise
         digits = max(5, len(str(clip.num_frames - 1)))
         for i, frame in enumerate(np.asarray(clip.vertices)):
             write_obj(tmp / f"frame_{i:0{digits}d}.obj", frame, faces)

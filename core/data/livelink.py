@@ -119,6 +119,11 @@ def _times(path: Path, stamps: list[str] | None, fps: float | None, n: int
            ) -> tuple[np.ndarray | None, float]:
     """Seconds of each row from the first (None: rows are evenly spaced) and the frame rate."""
     parsed = [_TIMECODE.match(s) for s in stamps] if stamps else []
+    bad = [k for k, m in enumerate(parsed) if m is None]
+    if bad and len(bad) < len(parsed):  # a few broken rows: their times cannot be guessed
+        raise ImitatorError(f"{path}: row {bad[0] + 2} has an unreadable timecode "
+                            f"{stamps[bad[0]].strip()[:40]!r} ({len(bad)} such rows; expected "
+                            f"HH:MM:SS:FF.mmm); fix or delete those rows, or export the take again")
     if not stamps or not all(parsed):
         if stamps and all(s.strip().isdigit() for s in stamps):  # other tools write frame numbers
             frames = np.array([int(s) for s in stamps], dtype=np.float64)

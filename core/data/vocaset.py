@@ -243,7 +243,10 @@ def _read_templates(path: Path) -> dict[str, np.ndarray]:
                             f"{type(data).__name__}; regenerate the dataset")
     templates, sizes = {}, set()
     for subject, value in data.items():
-        v = np.asarray(value)
+        try:
+            v = np.asarray(value)
+        except (ValueError, TypeError):  # ragged lists and the like
+            v = np.asarray(None)
         if v.ndim == 1 and v.size % 3 == 0:
             v = v.reshape(-1, 3)
         if v.ndim != 2 or v.shape[1] != 3 or not np.issubdtype(v.dtype, np.number):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImitatorError
+from ..fileio import read_npz
 from ..safe_pickle import ChumpyObject, safe_load
 from .head import Head
 
@@ -34,8 +35,9 @@ __all__ = ["JOINTS", "NUM_SHAPE", "FlameModel", "load_flame", "load_flame_masks"
 JOINTS = ("global", "neck", "jaw", "left_eye", "right_eye")
 NUM_SHAPE = 300  # identity components in shapedirs; the rest are expression components
 _CHUNK = 256  # frames evaluated at once, bounds temporary memory
-_GET_FLAME = ("download FLAME from https://flame.is.tue.mpg.de and choose its generic_model.pkl "
-              "(FLAME 2020) or FLAME 2023 .pkl in the add-on preferences")
+_GET_FLAME = ("download FLAME from https://flame.is.tue.mpg.de and give its generic_model.pkl "
+              "(FLAME 2020) or FLAME 2023 .pkl (--flame on the command line, the FLAME model "
+              "file in the Blender add-on's preferences)")
 
 
 def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
@@ -218,16 +220,8 @@ def _read(path: Path) -> dict[str, Any]:
     """Raw key -> value mapping from an .npz or (restricted) pickle FLAME file."""
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic == b"PK\x03\x04":  # zip: an .npz
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-        except ValueError as exc:
-            raise ImitatorError(f"{path}: .npz holds Python objects ({' '.join(str(exc).split())}); "
-                                f"save plain numpy arrays (J_regressor dense)") from None
-        except Exception as exc:  # noqa: BLE001 - BadZipFile, truncated member, zlib errors
-            raise ImitatorError(f"{path}: corrupt .npz ({type(exc).__name__}: "
-                                f"{' '.join(str(exc).split())}); re-export it") from None
+    if magic == b"PK\x03\x04" or path.suffix.lower() == ".npz":  # zip: an .npz
+        return read_npz(path, fix="re-export it with plain arrays (J_regressor dense)")
     data = safe_load(path)
     if not isinstance(data, dict):
         raise ImitatorError(f"{path}: holds a {type(data).__name__}, not a FLAME model "
@@ -247,7 +241,12 @@ def _array(data: dict[str, Any], key: str, path: Path, expected: tuple, integer:
         raise ImitatorError(f"{path}: '{key}' is a chumpy expression ({value.chumpy_class}) that "
                             f"cannot be read without chumpy; convert the file to .npz with plain "
                             f"arrays")
-    if hasattr(value, "toarray"):  # scipy sparse
+    if hasattr(value, "toarray"):  # scipy sparse: the shape is checked before it is made dense
+        shape = tuple(getattr(value, "shape", ()))
+        if len(shape) != len(expected) or any(e is not None and e != n
+                                              for e, n in zip(expected, shape)):
+            raise ImitatorError(f"{path}: '{key}' has shape {shape}, expected {shown}; this is "
+                                f"not a FLAME 2020/2023 model file; {_GET_FLAME}")
         value = value.toarray()
     try:
         arr = np.asarray(value)
@@ -328,7 +327,10 @@ def load_flame_masks(path: str | os.PathLike, num_vertices: int = 5023) -> dict[
                             f"dictionary of vertex index arrays); choose FLAME_masks.pkl")
     masks = {}
     for name, idx in data.items():
-        arr = np.asarray(idx)
+        try:
+            arr = np.asarray(idx)
+        except (ValueError, TypeError):  # ragged lists and the like
+            arr = np.asarray(None)
         ok = arr.ndim == 1 and arr.dtype.kind in "iu" and (
             arr.size == 0 or (arr.min() >= 0 and arr.max() < num_vertices))
         if not ok:

@@ -103,6 +103,15 @@ def check_state(model: Imitator, state: dict[str, torch.Tensor], path: Path) -> 
                                 f"implies {tuple(tensor.shape)}; {_REFETCH}")
 
 
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or Inf (a diverged training run, a damaged file), naming them."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ImitatorError(f"{path}: weights hold NaN or Inf values ({', '.join(bad[:3])}"
+                            f"{' ...' if len(bad) > 3 else ''}); the model is damaged or its training "
+                            f"diverged; {_REFETCH} or train it again")
+
+
 def from_pretrained(folder: str | Path, device: str | torch.device = "cpu",
                     topology: str | None = None) -> Imitator:
     """Load a model folder in eval mode; ``topology`` (a head's hash) must match when both are known."""
@@ -121,5 +130,6 @@ def from_pretrained(folder: str | Path, device: str | torch.device = "cpu",
     except ImitatorError as e:
         raise ImitatorError(f"{folder / CONFIG_NAME}: {e}") from None
     check_state(model, state, weights)
+    check_finite(state, weights)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

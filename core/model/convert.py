@@ -31,6 +31,7 @@ import logging
 import pickletools
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import ImitatorError
-from ..safe_pickle import safe_load
+from ..safe_pickle import BUDGET_FACTOR, MIN_BUDGET, safe_load
 from .config import VOCASET_TRAIN_SUBJECTS, ImitatorConfig
 from .imitator import Imitator
 
@@ -102,22 +103,37 @@ class _TorchZip:
         if not pkl:
             raise ImitatorError(f"{path}: zip file without data.pkl; not a PyTorch checkpoint")
         self.root = pkl[0][: -len("data.pkl")]
-        order = self.root + "byteorder"
-        self.big_endian = order in names and self.zip.read(order).strip() == b"big"
         self.storages: dict[str, torch.Tensor] = {}
+        # what reading may allocate: the tensors of a checkpoint are no larger than its zip
+        # (torch.save stores them uncompressed); a deflated member that claims more is a bomb
+        self.limit = max(MIN_BUDGET, BUDGET_FACTOR * path.stat().st_size)
+        self.used = 0
+        order = self.root + "byteorder"
+        self.big_endian = order in names and self._read(order).strip() == b"big"
+
+    def spend(self, nbytes: int, what: str) -> None:
+        """Charge ``nbytes`` against the budget before allocating them; refuse beyond it."""
+        if self.used + nbytes > self.limit:
+            raise ImitatorError(f"{self.path}: refused to load, {what} would take "
+                                f"{nbytes / 2**20:,.0f} MB, more than the {self.limit / 2**20:,.0f} MB "
+                                f"a checkpoint of this size may use (the file is damaged or "
+                                f"malicious); download the checkpoint again")
+        self.used += nbytes
 
     def pickle_bytes(self) -> bytes:
         return self._read(self.root + "data.pkl")
 
     def _read(self, name: str) -> bytes:
         try:
+            self.spend(self.zip.getinfo(name).file_size, f"entry {name}")
             return self.zip.read(name)
         except KeyError:
             raise ImitatorError(f"{self.path}: entry {name} is missing (truncated file?); download "
                                 f"the checkpoint again") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ImitatorError(f"{self.path}: corrupt entry {name} ({e}); download the checkpoint "
-                                f"again") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+                RuntimeError, ValueError) as e:  # CRC, deflate, unsupported or encrypted entries
+            raise ImitatorError(f"{self.path}: corrupt entry {name} ({' '.join(str(e).split())}); "
+                                f"download the checkpoint again") from None
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         """('storage', type, key, location, numel) -> 1-D tensor of that storage's elements."""
@@ -152,6 +168,10 @@ class _TorchZip:
             if last >= storage.numel():
                 raise ImitatorError(f"{self.path}: tensor reaches past its data (corrupt file); "
                                     f"download the checkpoint again")
+        numel = 1
+        for n in size:
+            numel *= n
+        self.spend(numel * storage.element_size(), "a tensor")  # strides 0 repeat one value
         return torch.as_strided(storage, size, stride, offset).clone()
 
 
@@ -321,9 +341,10 @@ def convert_official(ckpt: str | Path, out: str | Path, *, wav2vec2_config: dict
     for key in [k for k in ours if k not in expected]:
         if key.endswith("masked_spec_embed"):
             del ours[key]  # training-only SpecAugment vector; absent when masking is off
-    from .checkpoint import check_state
+    from .checkpoint import check_finite, check_state
 
     check_state(model, ours, ckpt)
+    check_finite(ours, ckpt)
     model.load_state_dict(ours, strict=True)
     model.eval()
     model.save_pretrained(out)
@@ -344,7 +365,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated style names in one-hot order (default: the 8 VOCASET "
                         "training subjects)")
     p.add_argument("--topology", default="", help="topology hash of the head (FLAME) to record")
-    p.set_defaults(func=_run)
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.set_defaults(func=_run, outputs={"out": "folder"})
 
 
 def _run(args: argparse.Namespace) -> int:

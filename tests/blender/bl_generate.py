@@ -377,7 +377,7 @@ def test_sidebar_and_preferences_draw_in_every_state(ext, tmp_dir):
     (tmp_dir / "model" / "config.json").write_text(json.dumps(
         {"encoder": "logmel", "num_vertices": head.num_vertices, "topology": head.topology}))
     ctx.scene.imitator.model_folder = str(tmp_dir / "model")
-    assert ("label", f"'{obj.name}' fits the model model") in everything()
+    assert ("label", f"'{obj.name}' fits the model 'model'") in everything()
     ctx.view_layer.objects.active = cube
     drawn = everything()
     assert ("label", "'Cube' does not fit the model (8 vs 5034 vertices or other polygons)") in drawn

@@ -8,6 +8,7 @@ appended to sys.path by ``dependencies.activate`` (the function register() calls
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -107,6 +108,18 @@ def snapshot(scene=None) -> dict:
         "frames": (scene.frame_start, scene.frame_end, scene.render.fps, scene.render.fps_base),
         "sounds": len(bpy.data.sounds),
     }
+
+
+def user_folder(ext) -> dict:
+    """Every file of the extension's user folder (the runtime package link excluded): hashes."""
+    root = ext.mod("imitator_blender.preferences").user_dir()
+    state = {}
+    for path in sorted(root.rglob("*")):
+        if "deps" in path.relative_to(root).parts[:1]:
+            continue
+        state[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest() \
+            if path.is_file() else "dir"
+    return state
 
 
 def expect_error(op, *words, **kwargs):
