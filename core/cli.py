@@ -15,7 +15,8 @@ from .errors import ImitatorError
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".metrics", ".generate_cli", ".adapt",
                               ".model.convert",
-                              ".model.closure"]
+                              ".model.closure",
+                              ".faces.fit_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -200,3 +200,26 @@ def test_not_a_head_is_refused(head, case, message):
         v, f, name = *sealed_mouth(head), "Sealed"
     with pytest.raises(ImitatorError, match=message):
         hf.fit_head(head, v, f, name=name)
+
+
+def test_cli_fit_head_then_generate_on_it(tmp_path, remeshed, head):
+    from core.cli import main
+
+    target, _ = remeshed
+    obj = tmp_path / "mine.obj"
+    obj.write_text("".join(f"v {a:.7f} {b:.7f} {c:.7f}\n" for a, b, c in target.vertices)
+                   + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in target.triangles))
+    fit = tmp_path / "mine.imfit"
+    assert main(["fit-head", str(obj), "--out", str(fit)]) == 0
+    assert main(["fit-head", str(obj), "--out", str(fit)]) == 1  # exists: refused, file kept
+    out = tmp_path / "anim.npz"
+    assert main(["generate", "--audio", "models/sample/sample.wav", "--head", str(fit), "--out", str(out),
+                 "--obj-dir", str(tmp_path / "frames"), "--threads", "1"]) == 0
+    anim = Animation.load(out)
+    assert anim.num_vertices == len(target.vertices) and anim.basis.shape[0] <= 64
+    assert np.allclose(anim.template, target.vertices, atol=1e-6)
+    frame = (tmp_path / "frames" / "frame_00000.obj").read_text()
+    assert frame.count("\nf ") == len(target.triangles) - 1 or frame.count("f ") >= len(target.triangles)
+    assert main(["generate", "--audio", "models/sample/sample.wav", "--head", str(tmp_path / "no.imfit"),
+                 "--out", str(tmp_path / "x.npz")]) == 1
+    assert not (tmp_path / "x.npz").exists()

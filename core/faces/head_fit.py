@@ -64,6 +64,17 @@ class HeadFit:
     error_mean: float = 0.0  # target vertex to fitted surface, target units
     error_max: float = 0.0
     seconds: float = 0.0
+    target_vertices: np.ndarray | None = None  # (Vt, 3) float32 the target at rest
+    target_triangles: np.ndarray | None = None  # (F, 3) int32
+
+    def target_head(self) -> Head:
+        """The target mesh the fit was made on, as a Head (triangles)."""
+        if self.target_vertices is None or self.target_triangles is None:
+            raise ImitatorError(f"the head fit for '{self.target_name}' holds no mesh; pass the head mesh "
+                                f"itself (OBJ) or fit it again")
+        t = np.asarray(self.target_triangles, np.int32)
+        return Head(self.target_name, np.asarray(self.target_vertices, np.float32),
+                    np.full(len(t), 3, np.int32), t.ravel())
 
     @property
     def num_target_vertices(self) -> int:
@@ -88,8 +99,9 @@ class HeadFit:
                   "back_corners": self.back_corners, "back_bary": self.back_bary,
                   "back_rotation": self.back_rotation,
                   "lip_centres": self.lip_centres}
-        if self.fitted is not None:
-            arrays["fitted"] = self.fitted
+        for key in ("fitted", "target_vertices", "target_triangles"):
+            if getattr(self, key) is not None:
+                arrays[key] = getattr(self, key)
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         meta = {"format": FIT_FORMAT, "kind": "imitator-head-fit", "source_topology": self.source_topology,
                 "target_topology": self.target_topology, "target_name": self.target_name,
@@ -118,7 +130,8 @@ class HeadFit:
                       arrays["corners"], arrays["bary"], arrays["rotation"], float(meta["scale"]),
                       arrays["back_corners"], arrays["back_bary"], arrays["back_rotation"], arrays["lip_centres"],
                       meta.get("landmarks", {}), arrays.get("fitted"), float(meta["error_mean"]),
-                      float(meta["error_max"]), float(meta.get("seconds", 0.0)))
+                      float(meta["error_max"]), float(meta.get("seconds", 0.0)),
+                      arrays.get("target_vertices"), arrays.get("target_triangles"))
         except FileNotFoundError:
             raise ImitatorError(f"{path}: head fit not found; make one with `python -m core fit-head "
                                 f"HEAD.obj --out {path.name}` or Fit Head in Blender") from None
@@ -294,7 +307,8 @@ def fit_head(source: Head, target_vertices: np.ndarray, target_triangles: np.nda
                   name, src.triangles[tri].astype(np.int32), bary.astype(np.float32), rotation, float(s),
                   tt[back_tri].astype(np.int32), back_bary.astype(np.float32), back_rotation,
                   centres.astype(np.int32), marks,
-                  fitted.astype(np.float32), float(dist[tmain].mean()), float(dist[tmain].max()), seconds)
+                  fitted.astype(np.float32), float(dist[tmain].mean()), float(dist[tmain].max()), seconds,
+                  tv.astype(np.float32), tt.astype(np.int32))
     log.info("head fit '%s': %d vertices in %.1f s, error mean %.3g max %.3g (target units), scale %.4g",
              name, len(tv), seconds, fit.error_mean, fit.error_max, s)
     report(1.0, "fitted")
@@ -508,17 +522,32 @@ def _check_mouth_opening(src: _Source, tv: np.ndarray, tt: np.ndarray, tmain: np
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading target meshes (OBJ/PLY) for the command line
+# Head meshes from files (command line)
 
 
-def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (V, 3), triangles (F, 3)) of an OBJ/PLY head mesh, polygons fanned."""
-    from ..data.meshfiles import read_mesh_file
+def read_obj_mesh(path: Path) -> Head:
+    """An OBJ head mesh (polygons kept, texture/normal indices dropped) as a Head without keys."""
+    path = Path(path)
+    if path.suffix.lower() != ".obj":
+        raise ImitatorError(f"{path}: give the head as an .obj mesh (or a .imfit head fit)")
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise ImitatorError(f"{path}: cannot read the head mesh ({e.strerror or e})") from None
+    try:
+        v = np.array([ln.split()[1:4] for ln in lines if ln.startswith("v ")], np.float64).reshape(-1, 3)
+        faces = [[int(c.split("/")[0]) for c in ln.split()[1:]] for ln in lines if ln.startswith("f ")]
+    except ValueError as e:
+        raise ImitatorError(f"{path}: not a readable OBJ mesh ({e}); re-export it") from None
+    sizes = np.array([len(f) for f in faces], np.int32)
+    idx = np.array([i for f in faces for i in f], np.int64)
+    idx = np.where(idx < 0, idx + len(v), idx - 1)  # OBJ: 1-based, negative = relative
+    if not len(v) or not len(sizes) or sizes.min() < 3 or idx.min() < 0 or idx.max() >= len(v):
+        raise ImitatorError(f"{path}: the OBJ has {len(v)} vertices and {len(sizes)} faces (or faces that index "
+                            f"missing vertices); export the head as a polygon mesh")
+    return Head(path.stem, v.astype(np.float32), sizes, idx.astype(np.int32))
 
-    verts, sizes, indices = read_mesh_file(Path(path))
-    return verts, fan_triangles(sizes, indices)
 
-
-def fan_triangles(face_sizes: np.ndarray, face_indices: np.ndarray) -> np.ndarray:
-    return Head("mesh", np.zeros((0, 3), np.float32), np.asarray(face_sizes, np.int32),
-                np.asarray(face_indices, np.int32)).triangles()
+def fit_path_for(folder: Path, topology: str) -> Path:
+    """Where the fit of a mesh of this topology is kept in a cache folder."""
+    return Path(folder) / "fits" / f"{topology}{FIT_SUFFIX}"
