@@ -53,6 +53,11 @@ class GenerateRequest:
     rest: np.ndarray | None = None  # (V, 3) core coordinates; ARKIT mode
     arkit_offsets: dict[str, np.ndarray] | None = None  # name -> (V, 3) core coordinates
     lip_closure: bool = True  # closure-aware decoding when the model has a contact head
+    # another head than the model's: the motion crosses over through a head fit
+    retarget: bool = False
+    triangles: np.ndarray | None = None  # (F, 3) of the head, for fitting
+    fit_path: Path | None = None  # where this head's fit is kept (made now if missing)
+    cache_dir: Path | None = None  # the default head's cache
 
 
 @dataclass
@@ -61,6 +66,7 @@ class GenerateResult:
     arkit: np.ndarray | None  # (T, 52) in ARKIT_SHAPE_NAMES order (ARKIT mode)
     fit_error: float  # metres (ARKIT mode)
     model_seconds: float
+    new_fit: Any = None  # a HeadFit made by this Generate, saved when the bake is applied
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,7 +125,8 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     model_V = int(config.get("num_vertices", 5023))
     model_topology = str(config.get("topology") or "")
     topology = mesh_topology(obj.data)
-    if model_V != V or (model_topology and model_topology != topology):
+    retarget = model_V != V or (model_topology and model_topology != topology)
+    if retarget and not _animates_default_head(model_V, model_topology):
         raise ImitatorError(
             f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model {folder.name} "
             f"({model_V} vertices, topology {(model_topology or '?')[:8]}); select the head the model "
@@ -131,6 +138,18 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
         lip_closure=settings.lip_closure)
+    if retarget:
+        from .mesh import mesh_triangles
+        from .preferences import user_dir
+        from ..core.faces.head_fit import check_target_mesh, fit_path_for
+
+        key = obj.data.shape_keys
+        rest = key_coords(key.reference_key) if key is not None else _vertex_coords(obj.data)
+        request.rest = blender_to_core(rest).astype(np.float32)
+        request.retarget, request.triangles = True, mesh_triangles(obj.data)
+        check_target_mesh(obj.name, request.rest, request.triangles)
+        request.cache_dir = user_dir("cache")
+        request.fit_path = fit_path_for(user_dir(), topology)
     if request.mode == "ARKIT":
         require_arkit_keys(obj)
         key = obj.data.shape_keys
@@ -176,8 +195,8 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     from ..core.model.generate import generate_file
 
     model = from_pretrained(request.model_folder, resolve_device(request.device),
-                            topology=request.topology)
-    if model.config.num_vertices != request.num_vertices:
+                            topology=None if request.retarget else request.topology)
+    if not request.retarget and model.config.num_vertices != request.num_vertices:
         raise ImitatorError(f"{request.model_folder}: the weights animate {model.config.num_vertices} "
                             f"vertices, the head has {request.num_vertices}; choose another model")
     style = request.style
@@ -192,8 +211,12 @@ def run(request: GenerateRequest, report) -> GenerateResult:
         report(0.1 + 0.75 * frac, f"running the model: {done} of {total or '?'} frames")
 
     # on the head's own rest shape: the bake uses offsets, and lips close on this head's lips
-    anim = generate_file(model, request.audio_path, style, template=request.rest, progress=progress,
+    anim = generate_file(model, request.audio_path, style,
+                         template=None if request.retarget else request.rest, progress=progress,
                          lip_closure=request.lip_closure)
+    new_fit = None
+    if request.retarget:
+        anim, new_fit = _retarget(request, model, anim, report)
     arkit, fit_error = None, 0.0
     if request.mode == "ARKIT":
         from ..core.arkit_fit import fit_arkit_weights
@@ -203,7 +226,45 @@ def run(request: GenerateRequest, report) -> GenerateResult:
                     request.arkit_offsets)
         arkit, fit_error = fit_arkit_weights(anim, head)
     report(0.97, "baking")
-    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0)
+    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0, new_fit)
+
+
+def _retarget(request: GenerateRequest, model, anim: Animation, report):
+    """The model-head animation moved onto the selected head through its fit (made now when
+    the head has none yet). Returns (animation on the head, the new fit or None)."""
+    from ..core.faces.default_head import load_default_head
+    from ..core.faces.head_fit import HeadFit, fit_head
+    from ..core.faces.transfer import transfer_animation
+
+    source = load_default_head(request.cache_dir)
+    fit, new = None, None
+    if request.fit_path is not None and request.fit_path.is_file():
+        try:
+            fit = HeadFit.load(request.fit_path)
+            fit.check_target(request.object_name, request.num_vertices, request.topology)
+        except ImitatorError:
+            fit = None  # a damaged or stale fit: fit again
+    if fit is None:
+        def fit_progress(fraction: float, text: str) -> None:
+            report(0.85 + 0.1 * fraction, f"fitting the head: {text}")
+
+        fit = new = fit_head(source, request.rest, request.triangles, name=request.object_name,
+                             target_topology=request.topology, progress=fit_progress)
+    centres = (model.config.lip_closure or {}).get("centres") or (
+        int(source.regions["upper_lip_centre"][0]), int(source.regions["lower_lip_centre"][0]))
+    return transfer_animation(anim, fit, request.rest, tuple(centres)), new
+
+
+def _animates_default_head(num_vertices: int, topology: str) -> bool:
+    from ..core.faces.default_head import EXPECTED_TOPOLOGY
+
+    return topology == EXPECTED_TOPOLOGY
+
+
+def _vertex_coords(mesh) -> np.ndarray:
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,6 +282,8 @@ def apply(context: bpy.types.Context, request: GenerateRequest, result: Generate
         raise ImitatorError(f"'{request.object_name}' was deleted or changed while Generate ran; "
                             f"nothing was baked")
     warnings: list[str] = []
+    if result.new_fit is not None and request.fit_path is not None:
+        result.new_fit.save(request.fit_path)  # before the bake: a failed write changes nothing
     previous = json.loads(obj.get(GENERATE_TAG, "{}"))
     _set_scene_fps(scene, request.fps_mode, request.model_fps)
     start = request.start_frame

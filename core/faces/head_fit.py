@@ -254,7 +254,7 @@ def fit_head(source: Head, target_vertices: np.ndarray, target_triangles: np.nda
     report = progress or (lambda f, t: None)
     tv = np.asarray(target_vertices, np.float64)
     tt = np.asarray(target_triangles, np.int64)
-    _check_target(name, tv, tt)
+    check_target_mesh(name, tv, tt)
     report(0.02, "preparing the model head")
     src = _source(source)
     tpart = mg.components(tv, tt)
@@ -315,7 +315,8 @@ def fit_head(source: Head, target_vertices: np.ndarray, target_triangles: np.nda
     return fit
 
 
-def _check_target(name: str, v: np.ndarray, tris: np.ndarray) -> None:
+def check_target_mesh(name: str, v: np.ndarray, tris: np.ndarray) -> None:
+    """One-line error for meshes that cannot be a head (too small, flat, broken); cheap."""
     if v.ndim != 2 or v.shape[1] != 3 or len(v) < 100 or len(tris) < 100:
         raise ImitatorError(f"'{name}' has {len(v)} vertices and {len(tris)} faces; a head to fit needs a "
                             f"surface of at least 100 of each (is it a cube or a placeholder?)")

@@ -208,7 +208,7 @@ def test_bad_input_cancel_and_busy_change_nothing(ext, setup, tmp_dir):
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
     before = snapshot()
-    refused(f"'{cube.name}'", "8 vertices", "does not match the model")
+    refused(f"'{cube.name}'", "8 vertices", "a head to fit")  # any mesh is fitted, a cube is refused
     view.objects.active = obj
 
     # Audio: not chosen, missing, unreadable.
