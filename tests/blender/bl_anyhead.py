@@ -6,18 +6,13 @@ the model's."""
 import numpy as np
 import bpy
 import pytest
-from scene_setup import default_head, ensure_runtime_packages, evaluated, sample_audio, snapshot, tiny_model
+from scene_setup import evaluated, generate_setup, sample_audio, snapshot
 
 
 @pytest.fixture()
 def setup(ext, tmp_dir):
-    ensure_runtime_packages(ext)
-    head, obj = default_head(ext)
-    folder = tiny_model(ext, head, tmp_dir / "model")
-    scene = bpy.context.scene
-    scene.imitator.model_folder = str(folder)
-    scene.imitator.audio_path = sample_audio(ext)
-    return head, obj, folder, scene
+    s = generate_setup(ext, tmp_dir)
+    return s.head, s.obj, s.folder, s.scene
 
 
 def foreign_copy(obj, name="Foreign", ratio=0.6, scale=1.15):
