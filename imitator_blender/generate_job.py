@@ -58,6 +58,7 @@ class GenerateRequest:
     triangles: np.ndarray | None = None  # (F, 3) of the head, for fitting
     fit_path: Path | None = None  # where this head's fit is kept (made now if missing)
     cache_dir: Path | None = None  # the default head's cache
+    landmarks: dict[str, np.ndarray] | None = None  # placed by the user (landmark empties)
 
 
 @dataclass
@@ -139,17 +140,11 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
         lip_closure=settings.lip_closure)
     if retarget:
-        from .mesh import mesh_triangles
-        from .preferences import user_dir
-        from ..core.faces.head_fit import check_target_mesh, fit_path_for
+        from .fit_operators import read_head
 
-        key = obj.data.shape_keys
-        rest = key_coords(key.reference_key) if key is not None else _vertex_coords(obj.data)
-        request.rest = blender_to_core(rest).astype(np.float32)
-        request.retarget, request.triangles = True, mesh_triangles(obj.data)
-        check_target_mesh(obj.name, request.rest, request.triangles)
-        request.cache_dir = user_dir("cache")
-        request.fit_path = fit_path_for(user_dir(), topology)
+        head = read_head(obj)  # refuses a cube or a plane here, before anything runs
+        request.retarget, request.rest, request.triangles = True, head.rest, head.triangles
+        request.cache_dir, request.fit_path, request.landmarks = head.cache_dir, head.fit_path, head.landmarks
     if request.mode == "ARKIT":
         require_arkit_keys(obj)
         key = obj.data.shape_keys
@@ -241,7 +236,7 @@ def _retarget(request: GenerateRequest, model, anim: Animation, report):
     if request.fit_path is not None and request.fit_path.is_file():
         try:
             fit = HeadFit.load(request.fit_path)
-            fit.check_target(request.object_name, request.num_vertices, request.topology)
+            fit.check_target(request.object_name, request.num_vertices, request.topology, request.rest)
         except ImitatorError:
             fit = None  # a damaged or stale fit: fit again
     if fit is None:
@@ -249,7 +244,8 @@ def _retarget(request: GenerateRequest, model, anim: Animation, report):
             report(0.85 + 0.1 * fraction, f"fitting the head: {text}")
 
         fit = new = fit_head(source, request.rest, request.triangles, name=request.object_name,
-                             target_topology=request.topology, progress=fit_progress)
+                             target_topology=request.topology, landmarks=request.landmarks,
+                             progress=fit_progress)
     centres = (model.config.lip_closure or {}).get("centres") or (
         int(source.regions["upper_lip_centre"][0]), int(source.regions["lower_lip_centre"][0]))
     return transfer_animation(anim, fit, request.rest, tuple(centres)), new
@@ -260,11 +256,6 @@ def _animates_default_head(num_vertices: int, topology: str) -> bool:
 
     return topology == EXPECTED_TOPOLOGY
 
-
-def _vertex_coords(mesh) -> np.ndarray:
-    co = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.vertices.foreach_get("co", co)
-    return co.reshape(-1, 3)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,18 @@ class IMITATOR_PT_head(_ImitatorPanel, bpy.types.Panel):
         if obj is not None and obj.type == "MESH":
             text, icon = head_model_match(context, obj)
             self.layout.label(text=text, icon=icon)
+            state = context.window_manager.imitator_jobs
+            col = self.layout.column(align=True)
+            if state.fit_running:
+                col.progress(factor=state.fit_progress, type="BAR", text=state.fit_status[:60] or "fitting")
+                col.label(text="Esc cancels")
+            else:
+                col.operator("imitator.fit_head", icon="MOD_SHRINKWRAP")
+                row = col.row(align=True)
+                row.operator("imitator.show_landmarks", icon="EMPTY_AXIS")
+                row.operator("imitator.clear_landmarks", icon="X", text="")
+                if state.fit_status:
+                    col.label(text=state.fit_status[:80])
 
 
 class IMITATOR_PT_audio(_ImitatorPanel, bpy.types.Panel):
@@ -170,8 +182,17 @@ def head_model_match(context, obj) -> tuple[str, str]:
         return f"Model: {model_info(folder)}", "ERROR"
     V, model_V = len(obj.data.vertices), config.get("num_vertices", "?")
     topology = config.get("topology") or ""
-    if V != model_V or (topology and topology != mesh_topology(obj.data)):
-        return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
+    mine = mesh_topology(obj.data)
+    if V != model_V or (topology and topology != mine):
+        from ..core.faces.default_head import EXPECTED_TOPOLOGY
+        from ..core.faces.head_fit import fit_path_for
+        from .preferences import user_dir
+
+        if topology != EXPECTED_TOPOLOGY or V < 100:
+            return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
+        if fit_path_for(user_dir(), mine).is_file():
+            return f"'{obj.name}' has a head fit: Generate transfers the motion onto it", "CHECKMARK"
+        return f"'{obj.name}' is another head: Generate fits it first (or press Fit Head)", "INFO"
     return f"'{obj.name}' fits the model {folder.name}", "CHECKMARK"
 
 

@@ -72,6 +72,9 @@ class ImitatorJobState(bpy.types.PropertyGroup):
     generate_status: bpy.props.StringProperty(default="")
     generate_cancel: bpy.props.BoolProperty(default=False)  # set by the Cancel button
     generate_heartbeat: bpy.props.FloatProperty(default=-1e9)  # time.monotonic() of the last poll
+    fit_running: bpy.props.BoolProperty(default=False)
+    fit_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    fit_status: bpy.props.StringProperty(default="")
     install_running: bpy.props.BoolProperty(default=False)
     install_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     install_status: bpy.props.StringProperty(default="")
@@ -84,7 +87,7 @@ CLASSES = (ImitatorSceneSettings, ImitatorLogLine, ImitatorJobState)
 
 def reset_job_state(wm: bpy.types.WindowManager) -> None:
     state = wm.imitator_jobs
-    state.generate_running = state.install_running = state.generate_cancel = False
+    state.generate_running = state.install_running = state.generate_cancel = state.fit_running = False
     state.generate_progress = state.install_progress = 0.0
     state.generate_status = ""
 

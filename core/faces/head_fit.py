@@ -80,13 +80,21 @@ class HeadFit:
     def num_target_vertices(self) -> int:
         return int(len(self.corners))
 
-    def check_target(self, name: str, num_vertices: int, topology: str) -> None:
-        """One-line error unless this fit was made for that mesh."""
+    def check_target(self, name: str, num_vertices: int, topology: str, rest: np.ndarray | None = None) -> None:
+        """One-line error unless this fit was made for that mesh (and, given ``rest``, for that
+        shape: a head of the same topology sculpted or swapped since needs a new fit)."""
         if topology != self.target_topology or num_vertices != self.num_target_vertices:
             raise ImitatorError(
                 f"the head fit for '{self.target_name}' ({self.num_target_vertices} vertices, topology "
                 f"{self.target_topology[:8]}) was made for another mesh than '{name}' ({num_vertices} "
                 f"vertices, topology {topology[:8]}); run Fit Head (fit-head) on '{name}'")
+        if rest is not None and self.target_vertices is not None:
+            size = float(np.sqrt(((self.target_vertices - self.target_vertices.mean(0)) ** 2).sum(1).mean()))
+            moved = float(np.abs(np.asarray(rest, np.float64) - self.target_vertices).max())
+            if moved > 0.01 * size:
+                raise ImitatorError(
+                    f"the head fit for '{self.target_name}' was made for another shape of '{name}' (vertices "
+                    f"moved by up to {moved:.3g}); run Fit Head on '{name}' again")
 
     # file round trip -------------------------------------------------------------------------
     def save(self, path: Path) -> None:

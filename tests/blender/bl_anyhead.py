@@ -77,7 +77,10 @@ def test_foreign_mesh_is_fitted_once_and_animated(ext, setup):
     head, obj, folder, scene = setup
     foreign = foreign_copy(obj)
     assert len(foreign.data.vertices) < 0.8 * head.num_vertices
+    match = ext.mod("imitator_blender.panels").head_model_match
+    assert match(bpy.context, foreign) == ("'Foreign' is another head: Generate fits it first (or press Fit Head)", "INFO")
     keys, fit = check_generate(ext, setup, foreign)
+    assert match(bpy.context, foreign)[0] == "'Foreign' has a head fit: Generate transfers the motion onto it"
     assert fit.scale == pytest.approx(1.15, rel=0.01)
     # re-Generate: the kept fit is used, and the bake replaces its own keys
     fits = sorted(ext.mod("imitator_blender.preferences").user_dir("fits").iterdir())
@@ -115,3 +118,49 @@ def test_flame_head_from_a_fake_flame_file_animates(ext, setup, tmp_dir):
     flame = bpy.context.active_object
     assert len(flame.data.vertices) == V
     check_generate(ext, setup, flame)
+
+
+def test_fit_head_button_landmarks_and_cancel(ext, setup):
+    from types import SimpleNamespace
+
+    head, obj, folder, scene = setup
+    fops = ext.mod("imitator_blender.fit_operators")
+    foreign = foreign_copy(obj)
+    ctx = bpy.context
+    fits = ext.mod("imitator_blender.preferences").user_dir("fits")
+    before = snapshot()
+    # Esc while it runs: nothing written, nothing changed
+    fake = SimpleNamespace(report=lambda *a: None, _timer=None, _stop_timer=lambda c: None,
+                           cancelled_text="cancelled", _cancel_requested=lambda c: False)
+    fake._run = fops.IMITATOR_OT_fit_head._start(fake, ctx)
+    assert ctx.window_manager.imitator_jobs.fit_running
+    assert fops.IMITATOR_OT_fit_head.modal(fake, ctx, SimpleNamespace(type="ESC", value="PRESS")) == {"CANCELLED"}
+    assert fake._run.job.wait(60) and fake._run.job.cancelled
+    assert not list(fits.iterdir()) and snapshot() == before and not ctx.window_manager.imitator_jobs.fit_running
+    # the button, run to the end
+    assert bpy.ops.imitator.fit_head() == {"FINISHED"}
+    (path,) = list(fits.iterdir())
+    fit = ext.mod("core.faces.head_fit").HeadFit.load(path)
+    assert fit.target_name == "Foreign" and "Fitted 'Foreign'" in ctx.window_manager.imitator_jobs.fit_status
+    # landmarks as empties; one moved; the next fit uses it
+    assert bpy.ops.imitator.show_landmarks() == {"FINISHED"}
+    marks = {c[fops.LANDMARK_PROP]: c for c in foreign.children}
+    assert set(marks) == set(fit.landmarks) and "nose_tip" in marks
+    marks["nose_tip"].location.z += 0.003
+    want = ext.mod("imitator_blender.mesh").blender_to_core(np.array(marks["nose_tip"].location))
+    bpy.context.view_layer.update()
+    bpy.context.view_layer.objects.active = foreign
+    assert bpy.ops.imitator.fit_head() == {"FINISHED"}
+    again = ext.mod("core.faces.head_fit").HeadFit.load(path)
+    assert np.allclose(again.landmarks["nose_tip"], want, atol=1e-5)
+    assert not np.allclose(again.landmarks["nose_tip"], fit.landmarks["nose_tip"], atol=1e-3)
+    assert bpy.ops.imitator.clear_landmarks() == {"FINISHED"}
+    assert not list(foreign.children)
+    # Generate uses the fit that is there
+    stamp = path.stat().st_mtime_ns
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert path.stat().st_mtime_ns == stamp
+    # a fit of nothing fitting: refused at once
+    bpy.ops.mesh.primitive_cube_add()
+    with pytest.raises(RuntimeError, match="8 vertices"):
+        bpy.ops.imitator.fit_head()
