@@ -25,12 +25,13 @@ from ..core.errors import ImitatorError
 from ..core.faces.default_head import ARKIT_SHAPE_NAMES
 from ..core.faces.head import Head
 from . import dependencies, sound
-from .arkit_bake import _refuse_foreign_curves, bake_arkit_weights, require_arkit_keys
+from .arkit_bake import _refuse_foreign_curves, arkit_mapping, bake_arkit_weights, require_arkit_keys
 from .bake import bake_animation, scene_fps
 from .mesh import blender_to_core, key_coords, mesh_topology, require_mesh
 from .preferences import DEFAULT_MODEL, prefs
 
 GENERATE_TAG = "imitator_generate"  # on the head: what its last Generate made (sound strip id, ...)
+_ALL_ARKIT = {n: n for n in ARKIT_SHAPE_NAMES}  # a rig named exactly like ARKit (the default head)
 INSTALL_HINT = "install them with Install Dependencies in Edit > Preferences > Add-ons > Imitator"
 
 
@@ -59,6 +60,8 @@ class GenerateRequest:
     fit_path: Path | None = None  # where this head's fit is kept (made now if missing)
     cache_dir: Path | None = None  # the default head's cache
     landmarks: dict[str, np.ndarray] | None = None  # placed by the user (landmark empties)
+    arkit_map: dict[str, str] | None = None  # ARKit name -> the rig's key (ARKit keys by name)
+    arkit_missing: list[str] | None = None
 
 
 @dataclass
@@ -139,6 +142,20 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
         lip_closure=settings.lip_closure)
+    if request.mode == "ARKIT" and (retarget or arkit_mapping(obj, settings.arkit_preset)[0] != _ALL_ARKIT):
+        # a rig with its own keys: driven by name from the ARKit weights solved on the model head
+        mapping, missing = arkit_mapping(obj, settings.arkit_preset)
+        if not mapping:
+            raise ImitatorError(f"'{obj.name}' has none of the 52 ARKit shape keys, by name (jawOpen, JawOpen, "
+                                f"jaw_open ...); pick its naming preset in Bake options or bake as Exact basis")
+        if not _animates_default_head(model_V, model_topology):
+            raise ImitatorError(f"ARKit keys by name need a model of the default head; {folder.name} animates "
+                                f"{model_V} vertices")
+        _refuse_foreign_curves(obj, obj.data.shape_keys, [f'key_blocks["{k}"].value' for k in mapping.values()])
+        from .preferences import user_dir
+
+        request.arkit_map, request.arkit_missing, request.cache_dir = mapping, missing, user_dir("cache")
+        return request
     if retarget:
         from .fit_operators import read_head
 
@@ -189,9 +206,10 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     from ..core.model.checkpoint import from_pretrained
     from ..core.model.generate import generate_file
 
+    other = request.retarget or request.arkit_map is not None  # the motion is made on the model head
     model = from_pretrained(request.model_folder, resolve_device(request.device),
-                            topology=None if request.retarget else request.topology)
-    if not request.retarget and model.config.num_vertices != request.num_vertices:
+                            topology=None if other else request.topology)
+    if not other and model.config.num_vertices != request.num_vertices:
         raise ImitatorError(f"{request.model_folder}: the weights animate {model.config.num_vertices} "
                             f"vertices, the head has {request.num_vertices}; choose another model")
     style = request.style
@@ -213,7 +231,13 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     if request.retarget:
         anim, new_fit = _retarget(request, model, anim, report)
     arkit, fit_error = None, 0.0
-    if request.mode == "ARKIT":
+    if request.arkit_map is not None:
+        from ..core.arkit_fit import fit_arkit_weights
+        from ..core.faces.default_head import load_default_head
+
+        report(0.88, f"solving ARKit weights for {anim.num_frames} frames on the model head")
+        arkit, fit_error = fit_arkit_weights(anim, load_default_head(request.cache_dir))
+    elif request.mode == "ARKIT":
         from ..core.arkit_fit import fit_arkit_weights
 
         report(0.88, f"solving ARKit weights for {anim.num_frames} frames")
@@ -280,7 +304,10 @@ def apply(context: bpy.types.Context, request: GenerateRequest, result: Generate
     start = request.start_frame
     if request.mode == "ARKIT":
         baked = bake_arkit_weights(obj, result.arkit, result.animation.fps, scene, start,
-                                   result.fit_error)
+                                   result.fit_error, names=request.arkit_map)
+        if request.arkit_missing:
+            warnings.append(f"'{obj.name}' lacks {len(request.arkit_missing)} ARKit keys, not driven: "
+                            f"{', '.join(request.arkit_missing[:5])}{' ...' if len(request.arkit_missing) > 5 else ''}")
         scene.imitator.fit_error_mm = result.fit_error * 1000
     else:
         baked = bake_animation(obj, result.animation, scene, start)

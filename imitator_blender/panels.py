@@ -136,6 +136,8 @@ class IMITATOR_PT_bake_options(_ImitatorPanel, bpy.types.Panel):
         col.prop(settings, "lip_closure")
         if settings.bake_mode == "ARKIT" and settings.fit_error_mm >= 0:
             col.label(text=f"Last ARKit fit error: {settings.fit_error_mm:.2f} mm (largest vertex)")
+        if settings.bake_mode == "ARKIT" and obj is not None and obj.type == "MESH":
+            _draw_arkit_mapping(col.box(), context, obj)
         col.separator()
         col.prop(settings, "animation_path")
         col.operator("imitator.bake_animation_file", icon="SHAPEKEY_DATA")
@@ -169,6 +171,24 @@ class IMITATOR_OT_use_sample_audio(bpy.types.Operator):
     def execute(self, context):
         context.scene.imitator.audio_path = str(SAMPLE_AUDIO)
         return {"FINISHED"}
+
+
+def _draw_arkit_mapping(box, context, obj) -> None:
+    """The rig's ARKit mapping: preset, matched count, the rows (editable), keys not driven."""
+    from .arkit_bake import arkit_mapping
+
+    box.prop(context.scene.imitator, "arkit_preset")
+    found, missing = arkit_mapping(obj, context.scene.imitator.arkit_preset)
+    box.label(text=f"{len(found)} of 52 ARKit shapes drive keys of '{obj.name}'",
+              icon="CHECKMARK" if found else "ERROR")
+    if missing:
+        box.label(text=f"Not driven: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    box.operator("imitator.match_arkit_names", icon="SORTALPHA")
+    key = obj.data.shape_keys
+    if key is not None and len(obj.imitator_arkit_map):
+        col = box.column(align=True)
+        for row in obj.imitator_arkit_map:
+            col.prop_search(row, "key", key, "key_blocks", text=row.arkit)
 
 
 def head_model_match(context, obj) -> tuple[str, str]:
