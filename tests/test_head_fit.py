@@ -223,3 +223,36 @@ def test_cli_fit_head_then_generate_on_it(tmp_path, remeshed, head):
     assert main(["generate", "--audio", "models/sample/sample.wav", "--head", str(tmp_path / "no.imfit"),
                  "--out", str(tmp_path / "x.npz")]) == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_adapt_takes_a_clip_of_another_topology(tmp_path, head, sample_animation, remeshed, capsys):
+    from core.audio import load_audio
+    from core.cli import main
+    from core.data.clips import Clip, save_obj_sequence
+    from core.faces.head import Head
+    from core.style_profile import read_profile_info
+
+    target, fit = remeshed
+    moved = transfer_animation(sample_animation, fit, target.vertices, CENTRES).vertices().astype(np.float32)
+    tri = target.triangles.astype(np.int32)
+    mesh = Head("Remeshed", target.vertices.astype(np.float32), np.full(len(tri), 3, np.int32), tri.ravel())
+    audio = load_audio("models/sample/sample.wav", 16000)
+    folder = save_obj_sequence(tmp_path / "clip", Clip(np.concatenate([target.vertices[None], moved]).astype(np.float32),
+                                                      sample_animation.fps, audio, 16000), mesh)
+    out = tmp_path / "them.imstyle"
+    assert main(["adapt", "--clip", str(folder), "--out", str(out), "--steps1", "3", "--steps2", "0",
+                 "--threads", "1", "--no-lip-loss"]) == 0
+    assert read_profile_info(out)["topology"] == head.topology
+    # vertices only (an npz) and no mesh of its topology: refused with the fix, nothing written
+    npz = tmp_path / "clip.npz"
+    np.savez(npz, vertices=moved, fps=30.0)
+    bad = tmp_path / "bad.imstyle"
+    assert main(["adapt", "--clip", str(npz), "--audio", "models/sample/sample.wav", "--out", str(bad),
+                 "--steps1", "3", "--steps2", "0"]) == 1
+    assert "clip.npz: the clip is on another head topology" in capsys.readouterr().err
+    assert not bad.exists()
+    obj = tmp_path / "mesh.obj"
+    obj.write_text("".join(f"v {a:.7f} {b:.7f} {c:.7f}\n" for a, b, c in target.vertices)
+                   + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in target.triangles))
+    assert main(["adapt", "--clip", str(npz), "--audio", "models/sample/sample.wav", "--out", str(bad),
+                 "--steps1", "3", "--steps2", "0", "--clip-head", str(obj), "--threads", "1"]) == 0

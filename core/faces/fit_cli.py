@@ -88,3 +88,40 @@ def apply_head(head_path: Path, anim, model, cache_dir: Path):
     centres = (model.config.lip_closure or {}).get("centres") or (
         int(source.regions["upper_lip_centre"][0]), int(source.regions["lower_lip_centre"][0]))
     return transfer_animation(anim, fit, target.vertices, tuple(centres)), target
+
+
+def clip_triangles(clip_path: Path, clip_head: Path | None, flame) -> np.ndarray:
+    """The faces of a clip's topology: from ``clip_head`` (.obj of that topology), the clip's first
+    OBJ frame, or the FLAME model; a one-line error if none is known."""
+    from .head_fit import HeadFit, read_obj_mesh
+
+    if clip_head is not None:
+        if Path(clip_head).suffix == ".imfit":
+            return HeadFit.load(clip_head).target_head().triangles()
+        return read_obj_mesh(clip_head).triangles()
+    if flame is not None:
+        return np.asarray(flame.faces, np.int64)
+    if Path(clip_path).is_dir():
+        from ..data.meshfiles import natural_key
+
+        objs = sorted((p for p in Path(clip_path).iterdir() if p.suffix.lower() == ".obj"), key=natural_key)
+        if objs:
+            return read_obj_mesh(objs[0]).triangles()
+    raise ImitatorError(f"{clip_path}: the clip is on another head topology and its faces are unknown; pass "
+                        f"--clip-head MESH.obj (a mesh of the clip's topology) to map it onto the model head")
+
+
+def clip_onto_model_head(clip, triangles: np.ndarray, source, fit=None, progress=None):
+    """(clip on the model head, the fit used): a clip of another topology mapped through a head
+    fit of its first frame (its neutral), or through ``fit`` when given."""
+    import dataclasses
+
+    from .head_fit import fit_head
+    from .transfer import clip_to_model
+
+    frames = np.asarray(clip.vertices, np.float32)
+    name = Path(str(clip.name)).name or "clip"
+    if fit is None:
+        fit = fit_head(source, frames[0], triangles, name=name, progress=progress)
+    mapped = clip_to_model(frames, fit, source.vertices)
+    return dataclasses.replace(clip, vertices=mapped.astype(np.float32)), fit
