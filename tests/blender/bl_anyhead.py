@@ -164,3 +164,17 @@ def test_fit_head_button_landmarks_and_cancel(ext, setup):
     bpy.ops.mesh.primitive_cube_add()
     with pytest.raises(RuntimeError, match="8 vertices"):
         bpy.ops.imitator.fit_head()
+
+
+def test_adapt_style_from_an_animated_head_of_another_topology(ext, setup):
+    head, obj, folder, scene = setup
+    foreign = foreign_copy(obj)
+    check_generate(ext, setup, foreign)  # the foreign head now speaks (its keys are animated)
+    settings = scene.imitator_adapt
+    settings.source, settings.style_name, settings.steps1, settings.steps2 = "OBJECT", "Foreign Style", 5, 0
+    settings.audio_path = sample_audio(ext)
+    bpy.context.view_layer.objects.active = foreign
+    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
+    path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
+    meta = ext.mod("core.style_profile").read_profile_info(path)
+    assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
