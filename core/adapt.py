@@ -564,6 +564,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help=f"use at most this much of the clip (default {d.max_seconds:g})")
     p.add_argument("--flame", type=Path, help="your FLAME model file, for clips of FLAME parameters")
+    p.add_argument("--clip-head", type=Path, help="a mesh (.obj) of the clip's topology when it is not the "
+                                                 "model's (OBJ frames and FLAME clips bring their own)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_HEAD_CACHE,
                    help=f"default head cache, for Live Link Face clips (default {DEFAULT_HEAD_CACHE})")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
@@ -598,6 +600,12 @@ def _run(args: argparse.Namespace) -> int:
 
         flame = load_flame(args.flame)
     clip = load_clip(args.clip, head=head, flame=flame, fps=args.fps, audio=args.audio)
+    if clip.vertices.shape[1] != model.config.num_vertices:  # another topology: through a head fit
+        from .faces.default_head import load_default_head
+        from .faces.fit_cli import clip_onto_model_head, clip_triangles
+
+        clip, _ = clip_onto_model_head(clip, clip_triangles(args.clip, args.clip_head, flame),
+                                       load_default_head(args.cache_dir))
     neutral = None
     if args.neutral is not None:
         from .data.meshfiles import read_mesh_vertices

@@ -21,7 +21,8 @@ from .errors import ImitatorError
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".metrics", ".generate_cli", ".adapt",
                               ".model.convert",
-                              ".model.closure"]
+                              ".model.closure",
+                              ".faces.fit_cli"]
 
 
 FPS_RANGE = (1.0, 240.0)  # frame rates a command accepts (output or clip)

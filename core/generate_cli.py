@@ -71,6 +71,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --obj-dir, --arkit-csv)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_HEAD_CACHE,
                    help=f"where the default head is cached (default {DEFAULT_HEAD_CACHE})")
+    p.add_argument("--head", type=Path, help="animate this head instead (HEAD.obj of any topology, or HEAD.imfit "
+                                            "from fit-head): npz and OBJ frames on its topology")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
                    help="skip closure-aware decoding (lips pressed together on m/b/p): the raw model output")
@@ -125,11 +127,16 @@ def _run(args: argparse.Namespace) -> int:
 
         anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress,
                              lip_closure=args.lip_closure)
+    target, model_anim = None, anim  # ARKit weights are solved on the model head
+    if args.head is not None:
+        from .faces.fit_cli import apply_head
+
+        anim, target = apply_head(args.head, anim, model, args.cache_dir)
     seconds = time.perf_counter() - t0
     if args.arkit_csv is not None:  # fitted before anything is written: a failure leaves no file
         from .arkit_fit import fit_arkit_weights
 
-        weights, error = fit_arkit_weights(anim, arkit_head)
+        weights, error = fit_arkit_weights(model_anim, arkit_head)  # solved on the model head
     anim.save(args.out)
     print(f"wrote {args.out}: {anim.num_frames} frames at {anim.fps:g} fps, {anim.num_vertices} vertices, "
           f"{anim.basis.shape[0]} basis shapes ({seconds:.2f} s, real-time factor "
@@ -138,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         from .audio import audio_info, load_audio
         from .data.clips import Clip, save_obj_sequence
 
-        head = _head_for(model, args.cache_dir, required=False)
+        head = target or _head_for(model, args.cache_dir, required=False)
         rate = audio_info(args.audio).sample_rate
         clip = Clip(vertices=anim.vertices().astype("float32"), fps=anim.fps,
                     audio=load_audio(args.audio, rate), sample_rate=rate, source=args.audio)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import (bake_operators, dependencies, export_operators, generate_operators, head_operators, panels,
-               preferences, properties, style_operators, style_ui)
+from . import (arkit_bake, bake_operators, dependencies, export_operators, fit_operators, generate_operators, head_operators,
+               panels, preferences, properties, style_operators, style_ui)
 
 CLASSES = (
     *preferences.CLASSES,
     *properties.CLASSES,
     *head_operators.CLASSES,
+    *fit_operators.CLASSES,
+    *arkit_bake.CLASSES,
     *generate_operators.CLASSES,
     *bake_operators.CLASSES,
     *export_operators.CLASSES,

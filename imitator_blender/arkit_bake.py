@@ -34,21 +34,79 @@ def require_arkit_keys(obj: bpy.types.Object) -> None:
                             f"as Exact basis, or use the default head")
 
 
+def arkit_mapping(obj: bpy.types.Object, preset: str) -> tuple[dict[str, str], list[str]]:
+    """(ARKit name -> ``obj``'s shape key, ARKit names not driven): the mapping the user edited on
+    the object (Match ARKit Names), else matched by name now."""
+    from ..core.faces.arkit_names import match_arkit_names
+
+    rows = getattr(obj, "imitator_arkit_map", None)
+    if rows is not None and len(rows):
+        found = {r.arkit: r.key for r in rows if r.key and r.arkit in ARKIT_SHAPE_NAMES}
+        return found, [n for n in ARKIT_SHAPE_NAMES if n not in found]
+    key = obj.data.shape_keys if obj.type == "MESH" else None
+    names = [k.name for k in key.key_blocks[1:]] if key is not None else []
+    return match_arkit_names(names, preset)
+
+
+class IMITATOR_OT_match_arkit_names(bpy.types.Operator):
+    """Match the selected rig's shape keys to the 52 ARKit names (editable afterwards)"""
+
+    bl_idname = "imitator.match_arkit_names"
+    bl_label = "Match ARKit Names"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from ..core.faces.arkit_names import match_arkit_names
+
+        obj = context.active_object
+        try:
+            require_mesh(obj)
+        except ImitatorError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        key = obj.data.shape_keys
+        found, missing = match_arkit_names([k.name for k in key.key_blocks[1:]] if key else [],
+                                           context.scene.imitator.arkit_preset)
+        obj.imitator_arkit_map.clear()
+        for n in ARKIT_SHAPE_NAMES:
+            row = obj.imitator_arkit_map.add()
+            row.arkit, row.key = n, found.get(n, "")
+        self.report({"INFO"} if found else {"WARNING"},
+                    f"'{obj.name}': {len(found)} of 52 ARKit shapes matched"
+                    + (f"; not driven: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else ""))
+        return {"FINISHED"}
+
+
+CLASSES = (IMITATOR_OT_match_arkit_names,)
+
+
 def bake_arkit_weights(obj: bpy.types.Object, weights: np.ndarray, fps: float, scene: bpy.types.Scene,
                        start_frame: float = 1.0, fit_error: float = 0.0,
-                       name: str = "Imitator") -> BakeResult:
-    """Replace ``obj``'s previous Imitator bake with ``weights`` (T, 52, ARKit order, at ``fps``)."""
+                       name: str = "Imitator", names: dict[str, str] | None = None) -> BakeResult:
+    """Replace ``obj``'s previous Imitator bake with ``weights`` (T, 52, ARKit order, at ``fps``).
+
+    ``names``: ARKit name -> the rig's own key (a rig named another way; ARKit names it lacks are
+    left out); None: the 52 ARKit names themselves, all required."""
     require_mesh(obj)
-    require_arkit_keys(obj)
+    if names is None:
+        require_arkit_keys(obj)
+        names = {n: n for n in ARKIT_SHAPE_NAMES}
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[1] != len(ARKIT_SHAPE_NAMES) or not len(weights):
         raise ImitatorError(f"ARKit weights have shape {weights.shape}; expected (frames, 52)")
     key = obj.data.shape_keys
-    paths = [f'key_blocks["{n}"].value' for n in ARKIT_SHAPE_NAMES]
+    missing = [k for k in names.values() if key is None or k not in key.key_blocks]
+    if missing:
+        raise ImitatorError(f"'{obj.name}' has no shape key '{missing[0]}' named in its ARKit mapping; "
+                            f"match the names again in Bake options")
+    columns = [ARKIT_SHAPE_NAMES.index(n) for n in names]
+    weights = weights[:, columns]
+    keys = list(names.values())
+    paths = [f'key_blocks["{n}"].value' for n in keys]
     _refuse_foreign_curves(obj, key, paths)
     remove_bake(obj)
 
-    restore = {n: float(key.key_blocks[n].value) for n in ARKIT_SHAPE_NAMES}
+    restore = {n: float(key.key_blocks[n].value) for n in keys}
     out_fps = scene_fps(scene)
     count = max(1, math.floor((len(weights) - 1) / fps * out_fps + 1e-9) + 1)
     frames = start_frame + np.arange(count, dtype=np.float64)

@@ -25,12 +25,13 @@ from ..core.errors import ImitatorError
 from ..core.faces.default_head import ARKIT_SHAPE_NAMES
 from ..core.faces.head import Head
 from . import dependencies, sound
-from .arkit_bake import _refuse_foreign_curves, bake_arkit_weights, require_arkit_keys
+from .arkit_bake import _refuse_foreign_curves, arkit_mapping, bake_arkit_weights, require_arkit_keys
 from .bake import bake_animation, scene_fps
 from .mesh import blender_to_core, key_coords, mesh_topology, require_mesh
 from .preferences import DEFAULT_MODEL, prefs
 
 GENERATE_TAG = "imitator_generate"  # on the head: what its last Generate made (sound strip id, ...)
+_ALL_ARKIT = {n: n for n in ARKIT_SHAPE_NAMES}  # a rig named exactly like ARKit (the default head)
 INSTALL_HINT = "install them with Install Dependencies in Edit > Preferences > Add-ons > Imitator"
 
 
@@ -53,6 +54,14 @@ class GenerateRequest:
     rest: np.ndarray | None = None  # (V, 3) core coordinates; ARKIT mode
     arkit_offsets: dict[str, np.ndarray] | None = None  # name -> (V, 3) core coordinates
     lip_closure: bool = True  # closure-aware decoding when the model has a contact head
+    # another head than the model's: the motion crosses over through a head fit
+    retarget: bool = False
+    triangles: np.ndarray | None = None  # (F, 3) of the head, for fitting
+    fit_path: Path | None = None  # where this head's fit is kept (made now if missing)
+    cache_dir: Path | None = None  # the default head's cache
+    landmarks: dict[str, np.ndarray] | None = None  # placed by the user (landmark empties)
+    arkit_map: dict[str, str] | None = None  # ARKit name -> the rig's key (ARKit keys by name)
+    arkit_missing: list[str] | None = None
 
 
 @dataclass
@@ -61,6 +70,7 @@ class GenerateResult:
     arkit: np.ndarray | None  # (T, 52) in ARKIT_SHAPE_NAMES order (ARKIT mode)
     fit_error: float  # metres (ARKIT mode)
     model_seconds: float
+    new_fit: Any = None  # a HeadFit made by this Generate, saved when the bake is applied
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,7 +129,8 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     model_V = int(config.get("num_vertices", 5023))
     model_topology = str(config.get("topology") or "")
     topology = mesh_topology(obj.data)
-    if model_V != V or (model_topology and model_topology != topology):
+    retarget = model_V != V or (model_topology and model_topology != topology)
+    if retarget and not _animates_default_head(model_V, model_topology):
         raise ImitatorError(
             f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model '{folder.name}' "
             f"({model_V} vertices, topology {(model_topology or '?')[:8]}); select the head the model "
@@ -131,6 +142,26 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
         lip_closure=settings.lip_closure)
+    if request.mode == "ARKIT" and (retarget or arkit_mapping(obj, settings.arkit_preset)[0] != _ALL_ARKIT):
+        # a rig with its own keys: driven by name from the ARKit weights solved on the model head
+        mapping, missing = arkit_mapping(obj, settings.arkit_preset)
+        if not mapping:
+            raise ImitatorError(f"'{obj.name}' has none of the 52 ARKit shape keys, by name (jawOpen, JawOpen, "
+                                f"jaw_open ...); pick its naming preset in Bake options or bake as Exact basis")
+        if not _animates_default_head(model_V, model_topology):
+            raise ImitatorError(f"ARKit keys by name need a model of the default head; {folder.name} animates "
+                                f"{model_V} vertices")
+        _refuse_foreign_curves(obj, obj.data.shape_keys, [f'key_blocks["{k}"].value' for k in mapping.values()])
+        from .preferences import user_dir
+
+        request.arkit_map, request.arkit_missing, request.cache_dir = mapping, missing, user_dir("cache")
+        return request
+    if retarget:
+        from .fit_operators import read_head
+
+        head = read_head(obj)  # refuses a cube or a plane here, before anything runs
+        request.retarget, request.rest, request.triangles = True, head.rest, head.triangles
+        request.cache_dir, request.fit_path, request.landmarks = head.cache_dir, head.fit_path, head.landmarks
     if request.mode == "ARKIT":
         require_arkit_keys(obj)
         key = obj.data.shape_keys
@@ -175,9 +206,10 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     from ..core.model.checkpoint import from_pretrained
     from ..core.model.generate import generate_file
 
+    other = request.retarget or request.arkit_map is not None  # the motion is made on the model head
     model = from_pretrained(request.model_folder, resolve_device(request.device),
-                            topology=request.topology)
-    if model.config.num_vertices != request.num_vertices:
+                            topology=None if other else request.topology)
+    if not other and model.config.num_vertices != request.num_vertices:
         raise ImitatorError(f"{request.model_folder}: the weights animate {model.config.num_vertices} "
                             f"vertices, the head has {request.num_vertices}; choose another model")
     style = request.style
@@ -192,10 +224,20 @@ def run(request: GenerateRequest, report) -> GenerateResult:
         report(0.1 + 0.75 * frac, f"running the model: {done} of {total or '?'} frames")
 
     # on the head's own rest shape: the bake uses offsets, and lips close on this head's lips
-    anim = generate_file(model, request.audio_path, style, template=request.rest, progress=progress,
+    anim = generate_file(model, request.audio_path, style,
+                         template=None if request.retarget else request.rest, progress=progress,
                          lip_closure=request.lip_closure)
+    new_fit = None
+    if request.retarget:
+        anim, new_fit = _retarget(request, model, anim, report)
     arkit, fit_error = None, 0.0
-    if request.mode == "ARKIT":
+    if request.arkit_map is not None:
+        from ..core.arkit_fit import fit_arkit_weights
+        from ..core.faces.default_head import load_default_head
+
+        report(0.88, f"solving ARKit weights for {anim.num_frames} frames on the model head")
+        arkit, fit_error = fit_arkit_weights(anim, load_default_head(request.cache_dir))
+    elif request.mode == "ARKIT":
         from ..core.arkit_fit import fit_arkit_weights
 
         report(0.88, f"solving ARKit weights for {anim.num_frames} frames")
@@ -203,7 +245,41 @@ def run(request: GenerateRequest, report) -> GenerateResult:
                     request.arkit_offsets)
         arkit, fit_error = fit_arkit_weights(anim, head)
     report(0.97, "baking")
-    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0)
+    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0, new_fit)
+
+
+def _retarget(request: GenerateRequest, model, anim: Animation, report):
+    """The model-head animation moved onto the selected head through its fit (made now when
+    the head has none yet). Returns (animation on the head, the new fit or None)."""
+    from ..core.faces.default_head import load_default_head
+    from ..core.faces.head_fit import HeadFit, fit_head
+    from ..core.faces.transfer import transfer_animation
+
+    source = load_default_head(request.cache_dir)
+    fit, new = None, None
+    if request.fit_path is not None and request.fit_path.is_file():
+        try:
+            fit = HeadFit.load(request.fit_path)
+            fit.check_target(request.object_name, request.num_vertices, request.topology, request.rest)
+        except ImitatorError:
+            fit = None  # a damaged or stale fit: fit again
+    if fit is None:
+        def fit_progress(fraction: float, text: str) -> None:
+            report(0.85 + 0.1 * fraction, f"fitting the head: {text}")
+
+        fit = new = fit_head(source, request.rest, request.triangles, name=request.object_name,
+                             target_topology=request.topology, landmarks=request.landmarks,
+                             progress=fit_progress)
+    centres = (model.config.lip_closure or {}).get("centres") or (
+        int(source.regions["upper_lip_centre"][0]), int(source.regions["lower_lip_centre"][0]))
+    return transfer_animation(anim, fit, request.rest, tuple(centres)), new
+
+
+def _animates_default_head(num_vertices: int, topology: str) -> bool:
+    from ..core.faces.default_head import EXPECTED_TOPOLOGY
+
+    return topology == EXPECTED_TOPOLOGY
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,12 +297,17 @@ def apply(context: bpy.types.Context, request: GenerateRequest, result: Generate
         raise ImitatorError(f"'{request.object_name}' was deleted or changed while Generate ran; "
                             f"nothing was baked")
     warnings: list[str] = []
+    if result.new_fit is not None and request.fit_path is not None:
+        result.new_fit.save(request.fit_path)  # before the bake: a failed write changes nothing
     previous = json.loads(obj.get(GENERATE_TAG, "{}"))
     _set_scene_fps(scene, request.fps_mode, request.model_fps)
     start = request.start_frame
     if request.mode == "ARKIT":
         baked = bake_arkit_weights(obj, result.arkit, result.animation.fps, scene, start,
-                                   result.fit_error)
+                                   result.fit_error, names=request.arkit_map)
+        if request.arkit_missing:
+            warnings.append(f"'{obj.name}' lacks {len(request.arkit_missing)} ARKit keys, not driven: "
+                            f"{', '.join(request.arkit_missing[:5])}{' ...' if len(request.arkit_missing) > 5 else ''}")
         scene.imitator.fit_error_mm = result.fit_error * 1000
     else:
         baked = bake_animation(obj, result.animation, scene, start)

@@ -50,6 +50,14 @@ def mesh_topology(mesh: bpy.types.Mesh) -> str:
     return topology_hash(len(mesh.vertices), sizes, loops[order])
 
 
+def mesh_triangles(mesh: bpy.types.Mesh) -> np.ndarray:
+    """(F, 3) int64 vertex indices of the mesh's triangulation (for fitting)."""
+    mesh.calc_loop_triangles()
+    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    return tris.reshape(-1, 3).astype(np.int64)
+
+
 def key_coords(key_block: bpy.types.ShapeKey) -> np.ndarray:
     co = np.empty(len(key_block.data) * 3, dtype=np.float32)
     key_block.data.foreach_get("co", co)

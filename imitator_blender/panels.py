@@ -52,6 +52,18 @@ class IMITATOR_PT_head(_ImitatorPanel, bpy.types.Panel):
         if obj is not None and obj.type == "MESH":
             text, icon = head_model_match(context, obj)
             self.layout.label(text=text, icon=icon)
+            state = context.window_manager.imitator_jobs
+            col = self.layout.column(align=True)
+            if state.fit_running:
+                col.progress(factor=state.fit_progress, type="BAR", text=state.fit_status[:60] or "fitting")
+                col.label(text="Esc cancels")
+            else:
+                col.operator("imitator.fit_head", icon="MOD_SHRINKWRAP")
+                row = col.row(align=True)
+                row.operator("imitator.show_landmarks", icon="EMPTY_AXIS")
+                row.operator("imitator.clear_landmarks", icon="X", text="")
+                if state.fit_status:
+                    col.label(text=state.fit_status[:80])
 
 
 class IMITATOR_PT_audio(_ImitatorPanel, bpy.types.Panel):
@@ -124,6 +136,8 @@ class IMITATOR_PT_bake_options(_ImitatorPanel, bpy.types.Panel):
         col.prop(settings, "lip_closure")
         if settings.bake_mode == "ARKIT" and settings.fit_error_mm >= 0:
             col.label(text=f"Last ARKit fit error: {settings.fit_error_mm:.2f} mm (largest vertex)")
+        if settings.bake_mode == "ARKIT" and obj is not None and obj.type == "MESH":
+            _draw_arkit_mapping(col.box(), context, obj)
         col.separator()
         col.prop(settings, "animation_path")
         col.operator("imitator.bake_animation_file", icon="SHAPEKEY_DATA")
@@ -159,6 +173,24 @@ class IMITATOR_OT_use_sample_audio(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _draw_arkit_mapping(box, context, obj) -> None:
+    """The rig's ARKit mapping: preset, matched count, the rows (editable), keys not driven."""
+    from .arkit_bake import arkit_mapping
+
+    box.prop(context.scene.imitator, "arkit_preset")
+    found, missing = arkit_mapping(obj, context.scene.imitator.arkit_preset)
+    box.label(text=f"{len(found)} of 52 ARKit shapes drive keys of '{obj.name}'",
+              icon="CHECKMARK" if found else "ERROR")
+    if missing:
+        box.label(text=f"Not driven: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    box.operator("imitator.match_arkit_names", icon="SORTALPHA")
+    key = obj.data.shape_keys
+    if key is not None and len(obj.imitator_arkit_map):
+        col = box.column(align=True)
+        for row in obj.imitator_arkit_map:
+            col.prop_search(row, "key", key, "key_blocks", text=row.arkit)
+
+
 def head_model_match(context, obj) -> tuple[str, str]:
     """Whether the selected mesh has the model's topology (vertex count and polygons)."""
     folder = _model_folder(context)
@@ -170,8 +202,17 @@ def head_model_match(context, obj) -> tuple[str, str]:
         return f"Model: {model_info(folder)}", "ERROR"
     V, model_V = len(obj.data.vertices), config.get("num_vertices", "?")
     topology = config.get("topology") or ""
-    if V != model_V or (topology and topology != mesh_topology(obj.data)):
-        return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
+    mine = mesh_topology(obj.data)
+    if V != model_V or (topology and topology != mine):
+        from ..core.faces.default_head import EXPECTED_TOPOLOGY
+        from ..core.faces.head_fit import fit_path_for
+        from .preferences import user_dir
+
+        if topology != EXPECTED_TOPOLOGY or V < 100:
+            return f"'{obj.name}' does not fit the model ({V} vs {model_V} vertices or other polygons)", "ERROR"
+        if fit_path_for(user_dir(), mine).is_file():
+            return f"'{obj.name}' has a head fit: Generate transfers the motion onto it", "CHECKMARK"
+        return f"'{obj.name}' is another head: Generate fits it first (or press Fit Head)", "INFO"
     return f"'{obj.name}' fits the model '{folder.name}'", "CHECKMARK"
 
 

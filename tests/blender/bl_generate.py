@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import bpy
 import numpy as np
 import pytest
-from scene_setup import (action_fcurves, all_strips, default_head, ensure_runtime_packages, evaluated,
-                         expect_error, sample_audio, snapshot, tiny_model)
+from scene_setup import (action_fcurves, all_strips, default_head, ensure_runtime_packages, evaluated,  # noqa: F401
+                         expect_error, generate_setup, sample_audio, snapshot, tiny_model)
 
 def to_blender(p):
     return np.stack([p[..., 0], -p[..., 2], p[..., 1]], axis=-1)
@@ -21,13 +21,7 @@ def to_blender(p):
 
 @pytest.fixture()
 def setup(ext, tmp_dir):
-    ensure_runtime_packages(ext)
-    head, obj = default_head(ext)
-    folder = tiny_model(ext, head, tmp_dir / "model")
-    scene = bpy.context.scene
-    scene.imitator.model_folder = str(folder)
-    scene.imitator.audio_path = sample_audio(ext)
-    return SimpleNamespace(head=head, obj=obj, folder=folder, scene=scene)
+    return generate_setup(ext, tmp_dir)
 
 
 def model_animation(ext, folder, audio):
@@ -208,7 +202,7 @@ def test_bad_input_cancel_and_busy_change_nothing(ext, setup, tmp_dir):
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
     before = snapshot()
-    refused(f"'{cube.name}'", "8 vertices", "does not match the model")
+    refused(f"'{cube.name}'", "8 vertices", "a head to fit")  # any mesh is fitted, a cube is refused
     view.objects.active = obj
 
     # Audio: not chosen, missing, unreadable.

@@ -66,6 +66,20 @@ def tiny_model(ext, head, folder: Path, seed: int = 0, num_vertices: int | None 
     return folder
 
 
+def generate_setup(ext, tmp_dir: Path):
+    """The runtime packages, the default head (active), a tiny model on it and the sample audio
+    chosen: what a Generate case starts from."""
+    from types import SimpleNamespace
+
+    ensure_runtime_packages(ext)
+    head, obj = default_head(ext)
+    folder = tiny_model(ext, head, tmp_dir / "model")
+    scene = bpy.context.scene
+    scene.imitator.model_folder = str(folder)
+    scene.imitator.audio_path = sample_audio(ext)
+    return SimpleNamespace(head=head, obj=obj, folder=folder, scene=scene)
+
+
 def sample_audio(ext) -> str:
     return str(ext.mod("imitator_blender.preferences").SAMPLE_AUDIO)
 

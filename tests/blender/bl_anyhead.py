@@ -1,0 +1,180 @@
+"""Generate on heads of other topologies: a decimated, scaled copy of the default head (a foreign
+mesh) and a FLAME head from a fake FLAME file whose template is a realistic (remeshed) head. The
+fit is made by the first Generate, kept in the user folder and reused; the keys' lip gap follows
+the model's."""
+
+import numpy as np
+import bpy
+import pytest
+from scene_setup import evaluated, generate_setup, sample_audio, snapshot
+
+
+@pytest.fixture()
+def setup(ext, tmp_dir):
+    s = generate_setup(ext, tmp_dir)
+    return s.head, s.obj, s.folder, s.scene
+
+
+def foreign_copy(obj, name="Foreign", ratio=0.6, scale=1.15):
+    """The default head decimated in Blender (a new topology), scaled and moved."""
+    from mathutils import Matrix
+
+    new = obj.copy()
+    new.data = obj.data.copy()
+    new.name = name
+    bpy.context.collection.objects.link(new)
+    new.shape_key_clear()
+    mod = new.modifiers.new("dec", "DECIMATE")
+    mod.ratio = ratio
+    bpy.context.view_layer.objects.active = new
+    bpy.ops.object.modifier_apply(modifier=mod.name)
+    new.data.transform(Matrix.Translation((0.05, 0.02, -0.1)) @ Matrix.Scale(scale, 4))
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o == new)
+    return new
+
+
+def model_gap(ext, folder, head):
+    """The model's lip gap per model frame on the default head, computed without the add-on."""
+    anim = ext.mod("core.model.generate").generate_file(
+        ext.mod("core.model.checkpoint").from_pretrained(folder), sample_audio(ext))
+    v = anim.vertices()
+    u, l = int(head.regions["upper_lip_centre"][0]), int(head.regions["lower_lip_centre"][0])
+    return np.linalg.norm(v[:, u] - v[:, l], axis=1), anim.fps, (u, l)
+
+
+def baked_gap(ext, obj, frames, centres):
+    fit_path = ext.mod("core.faces.head_fit").fit_path_for(
+        ext.mod("imitator_blender.preferences").user_dir(), ext.mod("imitator_blender.mesh").mesh_topology(obj.data))
+    assert fit_path.is_file()
+    fit = ext.mod("core.faces.head_fit").HeadFit.load(fit_path)
+    # the head's own lip centres: the points of its surface the model's lip centres lie on
+    (cu, bu), (cl, bl) = ext.mod("core.faces.transfer").target_lip_points(fit, centres)
+    gaps = []
+    for f in frames:
+        bpy.context.scene.frame_set(int(f))
+        co = evaluated(obj)
+        gaps.append(float(np.linalg.norm(bu @ co[cu] - bl @ co[cl])))
+    return np.array(gaps), fit
+
+
+def check_generate(ext, setup, obj):
+    head, _, folder, scene = setup
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    keys = [k.name for k in obj.data.shape_keys.key_blocks if k.name.startswith("IM_")]
+    assert 1 < len(keys) <= 65
+    src, fps, centres = model_gap(ext, folder, head)
+    scene_fps = scene.render.fps / scene.render.fps_base
+    frames = scene.frame_start + np.arange(0, int(len(src) / fps * scene_fps) - 1, 2)
+    gap, fit = baked_gap(ext, obj, frames, centres)
+    want = np.interp((frames - scene.imitator.start_frame) / scene_fps, np.arange(len(src)) / fps, src)
+    assert np.ptp(gap) > 1e-3 and np.corrcoef(gap, want)[0, 1] > 0.9, (np.round(gap * 1000, 1), np.round(want * 1000, 1), scene_fps, fps)
+    return keys, fit
+
+
+def test_foreign_mesh_is_fitted_once_and_animated(ext, setup):
+    head, obj, folder, scene = setup
+    foreign = foreign_copy(obj)
+    assert len(foreign.data.vertices) < 0.8 * head.num_vertices
+    match = ext.mod("imitator_blender.panels").head_model_match
+    assert match(bpy.context, foreign) == ("'Foreign' is another head: Generate fits it first (or press Fit Head)", "INFO")
+    keys, fit = check_generate(ext, setup, foreign)
+    assert match(bpy.context, foreign)[0] == "'Foreign' has a head fit: Generate transfers the motion onto it"
+    assert fit.scale == pytest.approx(1.15, rel=0.01)
+    # re-Generate: the kept fit is used, and the bake replaces its own keys
+    fits = sorted(ext.mod("imitator_blender.preferences").user_dir("fits").iterdir())
+    stamp = fits[0].stat().st_mtime_ns
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert [k.name for k in foreign.data.shape_keys.key_blocks if k.name.startswith("IM_")] == keys
+    assert sorted(ext.mod("imitator_blender.preferences").user_dir("fits").iterdir()) == fits
+    assert fits[0].stat().st_mtime_ns == stamp
+    # a plane is refused before anything runs, and nothing changes
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=20, y_subdivisions=20)
+    before = snapshot()
+    with pytest.raises(RuntimeError, match="is flat"):
+        bpy.ops.imitator.generate()
+    assert snapshot() == before
+
+
+def test_flame_head_from_a_fake_flame_file_animates(ext, setup, tmp_dir):
+    head, obj, folder, scene = setup
+    foreign = foreign_copy(obj, name="Template", ratio=0.7, scale=1.0)
+    co = np.empty(len(foreign.data.vertices) * 3, np.float32)
+    foreign.data.vertices.foreach_get("co", co)
+    core_v = ext.mod("imitator_blender.mesh").blender_to_core(co.reshape(-1, 3)).astype(np.float64)
+    tris = ext.mod("imitator_blender.mesh").mesh_triangles(foreign.data)
+    V = len(core_v)
+    rng = np.random.default_rng(0)
+    weights = np.zeros((V, 5))
+    weights[:, 0] = 1.0
+    regressor = np.full((5, V), 1.0 / V)
+    path = tmp_dir / "fake_flame.npz"
+    np.savez(path, v_template=core_v, f=tris.astype(np.int64), shapedirs=rng.normal(scale=1e-5, size=(V, 3, 400)),
+             posedirs=np.zeros((V, 3, 36)), J_regressor=regressor,
+             kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]), weights=weights)
+    bpy.data.objects.remove(foreign)
+    assert bpy.ops.imitator.add_flame_head(filepath=str(path)) == {"FINISHED"}
+    flame = bpy.context.active_object
+    assert len(flame.data.vertices) == V
+    check_generate(ext, setup, flame)
+
+
+def test_fit_head_button_landmarks_and_cancel(ext, setup):
+    from types import SimpleNamespace
+
+    head, obj, folder, scene = setup
+    fops = ext.mod("imitator_blender.fit_operators")
+    foreign = foreign_copy(obj)
+    ctx = bpy.context
+    fits = ext.mod("imitator_blender.preferences").user_dir("fits")
+    before = snapshot()
+    # Esc while it runs: nothing written, nothing changed
+    fake = SimpleNamespace(report=lambda *a: None, _timer=None, _stop_timer=lambda c: None,
+                           cancelled_text="cancelled", _cancel_requested=lambda c: False)
+    fake._run = fops.IMITATOR_OT_fit_head._start(fake, ctx)
+    assert ctx.window_manager.imitator_jobs.fit_running
+    assert fops.IMITATOR_OT_fit_head.modal(fake, ctx, SimpleNamespace(type="ESC", value="PRESS")) == {"CANCELLED"}
+    assert fake._run.job.wait(60) and fake._run.job.cancelled
+    assert not list(fits.iterdir()) and snapshot() == before and not ctx.window_manager.imitator_jobs.fit_running
+    # the button, run to the end
+    assert bpy.ops.imitator.fit_head() == {"FINISHED"}
+    (path,) = list(fits.iterdir())
+    fit = ext.mod("core.faces.head_fit").HeadFit.load(path)
+    assert fit.target_name == "Foreign" and "Fitted 'Foreign'" in ctx.window_manager.imitator_jobs.fit_status
+    # landmarks as empties; one moved; the next fit uses it
+    assert bpy.ops.imitator.show_landmarks() == {"FINISHED"}
+    marks = {c[fops.LANDMARK_PROP]: c for c in foreign.children}
+    assert set(marks) == set(fit.landmarks) and "nose_tip" in marks
+    marks["nose_tip"].location.z += 0.003
+    want = ext.mod("imitator_blender.mesh").blender_to_core(np.array(marks["nose_tip"].location))
+    bpy.context.view_layer.update()
+    bpy.context.view_layer.objects.active = foreign
+    assert bpy.ops.imitator.fit_head() == {"FINISHED"}
+    again = ext.mod("core.faces.head_fit").HeadFit.load(path)
+    assert np.allclose(again.landmarks["nose_tip"], want, atol=1e-5)
+    assert not np.allclose(again.landmarks["nose_tip"], fit.landmarks["nose_tip"], atol=1e-3)
+    assert bpy.ops.imitator.clear_landmarks() == {"FINISHED"}
+    assert not list(foreign.children)
+    # Generate uses the fit that is there
+    stamp = path.stat().st_mtime_ns
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert path.stat().st_mtime_ns == stamp
+    # a fit of nothing fitting: refused at once
+    bpy.ops.mesh.primitive_cube_add()
+    with pytest.raises(RuntimeError, match="8 vertices"):
+        bpy.ops.imitator.fit_head()
+
+
+def test_adapt_style_from_an_animated_head_of_another_topology(ext, setup):
+    head, obj, folder, scene = setup
+    foreign = foreign_copy(obj)
+    check_generate(ext, setup, foreign)  # the foreign head now speaks (its keys are animated)
+    settings = scene.imitator_adapt
+    settings.source, settings.style_name, settings.steps1, settings.steps2 = "OBJECT", "Foreign Style", 5, 0
+    settings.audio_path = sample_audio(ext)
+    bpy.context.view_layer.objects.active = foreign
+    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
+    path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
+    meta = ext.mod("core.style_profile").read_profile_info(path)
+    assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
