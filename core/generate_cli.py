@@ -184,21 +184,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _transcript_closures(args: argparse.Namespace):
     """m/b/p aligned to --text / --text-file / AUDIO.txt; None without one or when it does not fit."""
-    from .transcript import read_transcript, transcript_beside, transcript_closures
+    from .transcript import resolve_transcript
 
-    if args.text is not None:
-        return transcript_closures(args.audio, args.text, where="--text")
-    if args.text_file is not None:
-        return transcript_closures(args.audio, read_transcript(args.text_file), where=str(args.text_file))
-    beside = transcript_beside(args.audio)
-    if beside is None:
-        return None
-    try:
-        text = read_transcript(beside)
-        closures = transcript_closures(args.audio, text, where=str(beside))
-    except ImitatorError as e:  # a stray file beside the audio never stops generation
-        log.warning("%s; ignoring it", e)
-        return None
-    if closures is not None:
-        print(f"transcript {beside}: {len(closures)} m/b/p aligned")
+    closures, note = resolve_transcript(args.audio, args.text, args.text_file)
+    if note is not None:
+        (print if closures is not None else log.warning)(note)
     return closures

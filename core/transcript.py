@@ -7,6 +7,7 @@ dropped with a warning and the audio alone decides, as without a transcript.
 
     text = read_transcript(Path("take.txt"))          # one-line ImitatorError if not text
     closures = transcript_closures(Path("take.wav"), text)  # None (and a warning) if it does not fit
+    closures, note = resolve_transcript(Path("take.wav"))   # take.txt beside it, if any
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .errors import ImitatorError
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_ALIGN_S", "MIN_SCORE", "read_transcript", "transcript_beside", "check_transcript",
-           "transcript_closures"]
+           "fit_transcript", "transcript_closures", "resolve_transcript"]
 
 MAX_ALIGN_S = 600.0  # the aligner decodes in one piece; longer audio keeps to the audio alone
 MIN_SCORE = -33.0  # acoustic score per frame below which the words do not fit the audio
@@ -69,42 +70,58 @@ def check_transcript(text: str, where: str = "the transcript") -> str:
     return text
 
 
-def transcript_closures(audio: str | os.PathLike | np.ndarray, text: str, sr: int = 16000,
-                        where: str = "the transcript") -> list | None:
-    """M/B/P intervals (seconds) of ``text`` aligned to ``audio`` (a file, or samples at ``sr``);
-    None, with a warning that says why, when the text does not fit it."""
+def fit_transcript(audio: str | os.PathLike | np.ndarray, text: str, sr: int = 16000,
+                   where: str = "the transcript") -> tuple[list | None, str]:
+    """(M/B/P intervals in seconds, a one-line note) of ``text`` aligned to ``audio`` (a file, or
+    samples at ``sr``); the intervals are None, and the note says why, when the text does not fit."""
     from .bilabial import Aligner, transcript_words
 
     text = check_transcript(text, where)
+    fallback = "; lip closures come from the audio alone"
     letters = [c for c in text if c.isalpha()]
     if sum(not c.isascii() for c in letters) > 0.3 * len(letters):
-        log.warning("%s does not look like English (the aligner knows English words only); "
-                    "lip closures come from the audio alone", where)
-        return None
+        return None, f"{where} does not look like English (the aligner knows English words only){fallback}"
     if not isinstance(audio, np.ndarray):
         from .audio import audio_info, load_audio
 
         if audio_info(audio).duration > MAX_ALIGN_S:
-            log.warning("%s: audio over %.0f minutes is not aligned to a transcript; lip closures "
-                        "come from the audio alone", audio, MAX_ALIGN_S / 60)
-            return None
+            return None, f"{audio}: audio over {MAX_ALIGN_S / 60:.0f} minutes is not aligned to {where}{fallback}"
         audio, sr = load_audio(audio, 16000), 16000
     elif len(audio) > MAX_ALIGN_S * sr:
-        log.warning("audio over %.0f minutes is not aligned to a transcript; lip closures come "
-                    "from the audio alone", MAX_ALIGN_S / 60)
-        return None
+        return None, f"audio over {MAX_ALIGN_S / 60:.0f} minutes is not aligned to {where}{fallback}"
     aligner = Aligner()
     words = transcript_words(text, aligner._decoder.lookup_word)
-    unknown = sum(w == "[SPEECH]" for w in words)
-    if not words or unknown > MAX_UNKNOWN * len(words):
-        log.warning("%s: most words are not English dictionary words; lip closures come from "
-                    "the audio alone", where)
-        return None
+    if not words or sum(w == "[SPEECH]" for w in words) > MAX_UNKNOWN * len(words):
+        return None, f"{where}: most words are not English dictionary words{fallback}"
     alignment = aligner(audio, sr, text)
     if alignment is None or alignment.score < MIN_SCORE:
-        log.warning("%s does not fit the audio (other words or another recording?); lip closures "
-                    "come from the audio alone", where)
-        return None
-    log.info("%s aligned: %d m/b/p (score %.1f per frame)", where, len(alignment.closures),
-             alignment.score)
-    return alignment.closures
+        return None, f"{where} does not fit the audio (other words or another recording?){fallback}"
+    return alignment.closures, f"{where}: {len(alignment.closures)} m/b/p aligned"
+
+
+def transcript_closures(audio: str | os.PathLike | np.ndarray, text: str, sr: int = 16000,
+                        where: str = "the transcript") -> list | None:
+    """``fit_transcript``'s intervals; a logged warning instead when the text does not fit."""
+    closures, note = fit_transcript(audio, text, sr, where)
+    if closures is None:
+        log.warning("%s", note)
+    return closures
+
+
+def resolve_transcript(audio: str | os.PathLike, text: str | None = None,
+                       text_file: str | os.PathLike | None = None,
+                       where: str = "--text") -> tuple[list | None, str | None]:
+    """(intervals or None, note or None) for ``audio`` from ``text``, else ``text_file``, else a
+    ``.txt`` beside the audio. Empty or unreadable text given explicitly is an ImitatorError; a
+    stray file beside the audio only gives a note."""
+    if text is not None:
+        return fit_transcript(audio, text, where=where)
+    if text_file is not None:
+        return fit_transcript(audio, read_transcript(text_file), where=str(text_file))
+    beside = transcript_beside(audio)
+    if beside is None:
+        return None, None
+    try:
+        return fit_transcript(audio, read_transcript(beside), where=str(beside))
+    except ImitatorError as e:  # a stray file beside the audio never stops generation
+        return None, f"{e}; ignoring it"

@@ -69,6 +69,7 @@ def test_generate_with_transcript_closes_every_mbp_and_plots(speech, tmp_path, c
     (tmp_path / "take.txt").write_text(TEXT)  # picked up automatically from now on
     assert cli_main(args + ["--out", tmp_path / "beside.npz"]) == 0
     assert "take.txt: 14 m/b/p aligned" in capsys.readouterr().out
+    assert cli_main(args + ["--out", tmp_path / "other.npz", "--text", OTHER]) == 0  # does not fit: ...
     assert cli_main(args + ["--out", tmp_path / "text.npz", "--text", TEXT]) == 0
     centres = (520, 540)  # the shipped model's lip centres (config lip_closure.centres)
     for name in ("beside", "text"):
@@ -77,6 +78,7 @@ def test_generate_with_transcript_closes_every_mbp_and_plots(speech, tmp_path, c
     assert (tmp_path / "plain.png").read_bytes()[:4] == b"\x89PNG"
     plain = Animation.load(tmp_path / "plain.npz").weights
     assert np.abs(Animation.load(tmp_path / "text.npz").weights - plain).max() > 1e-3  # the text acted
+    np.testing.assert_array_equal(Animation.load(tmp_path / "other.npz").weights, plain)  # ... audio alone
     # a stray binary .txt beside the audio is ignored with a warning, an explicit one refused
     (tmp_path / "take.txt").write_bytes(b"\0\1\2")
     assert cli_main(args + ["--out", tmp_path / "stray.npz"]) == 0
