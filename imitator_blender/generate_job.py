@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class GenerateRequest:
     rest: np.ndarray | None = None  # (V, 3) core coordinates; ARKIT mode
     arkit_offsets: dict[str, np.ndarray] | None = None  # name -> (V, 3) core coordinates
     lip_closure: bool = True  # closure-aware decoding when the model has a contact head
+    dialog_text: str | None = None  # transcript (None: AUDIO.txt beside the audio, if any)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class GenerateResult:
     arkit: np.ndarray | None  # (T, 52) in ARKIT_SHAPE_NAMES order (ARKIT mode)
     fit_error: float  # metres (ARKIT mode)
     model_seconds: float
+    notes: list[str] = field(default_factory=list)  # e.g. a transcript that did not fit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         model_fps=float(config.get("fps", 30.0)), audio_path=audio_path, audio_seconds=info.duration,
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
-        lip_closure=settings.lip_closure)
+        lip_closure=settings.lip_closure, dialog_text=settings.dialog_text.strip() or None)
     if request.mode == "ARKIT":
         require_arkit_keys(obj)
         key = obj.data.shape_keys
@@ -185,6 +187,13 @@ def run(request: GenerateRequest, report) -> GenerateResult:
         from ..core.style_profile import load_style_profile
 
         style = load_style_profile(Path(style), model)
+    closures, notes = None, []
+    if request.lip_closure:
+        from ..core.transcript import resolve_transcript
+
+        report(0.05, "aligning the dialog text")
+        closures, note = resolve_transcript(request.audio_path, request.dialog_text, where="Dialog text")
+        notes += [note] if note is not None and closures is None else []
     report(0.1, "running the model")
 
     def progress(done: int, total: int | None) -> None:
@@ -193,7 +202,7 @@ def run(request: GenerateRequest, report) -> GenerateResult:
 
     # on the head's own rest shape: the bake uses offsets, and lips close on this head's lips
     anim = generate_file(model, request.audio_path, style, template=request.rest, progress=progress,
-                         lip_closure=request.lip_closure)
+                         lip_closure=request.lip_closure, closures=closures)
     arkit, fit_error = None, 0.0
     if request.mode == "ARKIT":
         from ..core.arkit_fit import fit_arkit_weights
@@ -203,7 +212,7 @@ def run(request: GenerateRequest, report) -> GenerateResult:
                     request.arkit_offsets)
         arkit, fit_error = fit_arkit_weights(anim, head)
     report(0.97, "baking")
-    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0)
+    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0, notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ def apply(context: bpy.types.Context, request: GenerateRequest, result: Generate
     if obj is None or obj.type != "MESH" or len(obj.data.vertices) != request.num_vertices:
         raise ImitatorError(f"'{request.object_name}' was deleted or changed while Generate ran; "
                             f"nothing was baked")
-    warnings: list[str] = []
+    warnings: list[str] = list(result.notes)
     previous = json.loads(obj.get(GENERATE_TAG, "{}"))
     _set_scene_fps(scene, request.fps_mode, request.model_fps)
     start = request.start_frame
