@@ -15,7 +15,8 @@ centres ("closed" = within 1 mm, ``core.metrics``):
 * false closures: frames of speech (aligned phones) more than 100 ms from any aligned m/b/p with
   the lips closed;
 * rest in pauses: frames of aligned pauses >= 0.5 s, from 0.2 s into the pause, whose lip gap is
-  at most the head's rest gap + 1 mm;
+  at most the head's rest gap + 1 mm (a pause next to an unknown word's filler is left out: the
+  aligner gives such a word 50 ms and calls the rest of it silence);
 * opening range: 95th minus 5th percentile of the lip gap over speech frames, median over utterances.
 Decodings: ``v0.2`` closure-aware decoding as v0.2 shipped it (no rest), ``default`` what
 generate does now (closure-aware + rest in silence), ``transcript`` default with the transcript's
@@ -75,7 +76,10 @@ def utterance_scores(gap: np.ndarray, fps: float, alignment, rest_gap: float) ->
             speech |= (t >= a) & (t < b)
     far = speech & ~near
     in_pause = np.zeros(T, dtype=bool)
+    fillers = [(a, b) for name, a, b in alignment.phones if name.startswith("+")]
     for a, b in alignment.pauses(MIN_PAUSE_S):
+        if any(abs(fb - a) < 1e-6 or abs(fa - b) < 1e-6 for fa, fb in fillers):
+            continue
         in_pause |= (t >= a + PAUSE_SETTLE_S - 1e-9) & (t < b)
     g = gap[speech] if speech.any() else gap
     return {"closures": len(min_gaps), "closed": hits, "closed_tol": hits_tol, "min_gaps": min_gaps,
@@ -178,7 +182,9 @@ def plot_worst(runner: Runner, results: list[dict], count: int, folder: Path, fp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/default", help="model folder (default models/default)")
-    ap.add_argument("--limit", type=int, help="only the first N test prompts (quick runs)")
+    ap.add_argument("--limit", type=int, help="only the first N prompts (quick runs)")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="prompts to score (default test; tune on val, never on test)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--plots", type=int, default=8, help="PNGs of the worst utterances (default 8)")
     ap.add_argument("--no-tts", action="store_true", help="skip the eSpeak NG / Festival renderings")
@@ -196,7 +202,7 @@ def main() -> None:
     if model.closure is None:
         raise SystemExit(f"{args.model}: the model has no lip centres (no closure-aware decoding); "
                          f"this benchmark reads them from config lip_closure.centres")
-    prompts = list_prompts("test")[: args.limit]
+    prompts = list_prompts(args.split)[: args.limit]
     runner = Runner(model)
     fps = model.config.fps
     groups: dict[str, list[dict]] = {"real": [], "clips": []}
@@ -243,7 +249,7 @@ def main() -> None:
               + " ".join(f"{k}={v:.3f}" for k, v in r.items() if k != "real_over_tts_mean"))
     per_utt = [{"name": r["name"], **{k: v for k, v in r["scores"]["default"].items() if k != "min_gaps"}}
                for r in groups["real"]]
-    report(args.name, rows, {"model": str(args.model), "test_prompts": len(prompts),
+    report(args.name, rows, {"model": str(args.model), "split": args.split, "prompts": len(prompts),
                              "skipped_unaligned": runner.skipped, "rest_gap_mm": runner.rest_gap * 1000,
                              "real_over_tts": ratios, "plots": pngs, "seconds": round(seconds, 1),
                              "threads": args.threads, "per_utterance_default": per_utt})

@@ -40,6 +40,15 @@ def test_scores_count_closures_false_closures_and_rest():
     assert total["false_closures"] == pytest.approx(2 / 6)
 
 
+def test_a_pause_next_to_an_unknown_word_is_not_scored():
+    # the aligner gives an unknown word ([SPEECH] -> +SPN+) 50 ms and calls the rest silence
+    phones = [("AA", 0.0, 0.5), ("+SPN+", 0.5, 0.55), ("SIL", 0.55, 1.5), ("AA", 1.5, 2.0)]
+    s = utterance_scores(np.full(20, 8e-3), FPS, Alignment(phones, []), REST)
+    assert s["pause_frames"] == 0
+    phones[1] = ("N", 0.5, 0.55)
+    assert utterance_scores(np.full(20, 8e-3), FPS, Alignment(phones, []), REST)["pause_frames"] == 7  # 0.8-1.4 s
+
+
 def test_pauses_merge_adjacent_silences_and_keep_long_ones():
     a = Alignment([("SIL", 0.0, 0.3), ("SIL", 0.3, 0.7), ("AA", 0.7, 1.0), ("SIL", 1.0, 1.2)], [])
     assert a.pauses(0.5) == [(0.0, 0.7)]
