@@ -9,8 +9,10 @@ and Festival (kal_diphone) through ``core.data.tts``. "clips" joins 4 test promp
 pauses of 0.6-2 s (plus 1 s before and after; -60 dBFS noise) so that rest in pauses is measured
 on enough pause frames (the single prompts have almost none).
 
-Every audio is force-aligned with its transcript (``core.bilabial.Aligner``); on the model's lip
-centres ("closed" = within 1 mm, ``core.metrics``):
+Phone timings: every recording is force-aligned with its transcript (``core.bilabial.Aligner``);
+a clip reuses its prompts' alignments, shifted, with the inserted pauses as silence; the TTS
+renderings use the engine's own phone timings (exact). On the model's lip centres ("closed" =
+within 1 mm, ``core.metrics``):
 * closures: m/b/p intervals in which the lips close at some frame (and with +-2 frames);
 * false closures: frames of speech (aligned phones) more than 100 ms from any aligned m/b/p with
   the lips closed;
@@ -28,16 +30,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import RESULTS, report
 from core.audio import load_audio
-from core.bilabial import Aligner
+from core.bilabial import BILABIALS, Alignment, Aligner, Interval
 from core.data import tts
 from core.data.real_speech import list_prompts
-from core.metrics import CLOSED_GAP_M, interval_frames, lip_opening
+from core.metrics import CLOSED_GAP_M, animation_lip_opening, interval_frames
 from core.model.rest import HOP_S, speech_mask
 
 SR = 16000
@@ -118,10 +121,13 @@ class Runner:
         self.rest_gap = float(np.linalg.norm(tpl[self.centres[0]] - tpl[self.centres[1]]))
         self.skipped: list[str] = []
 
-    def run(self, name: str, audio: np.ndarray, text: str, decodings: list[str]) -> dict | None:
+    def run(self, name: str, audio: np.ndarray, alignment: Alignment | str,
+            decodings: list[str]) -> dict | None:
+        """Scores of every decoding; ``alignment`` given, or a transcript to align."""
         from core.model.generate import to_animation
 
-        alignment = self.aligner(audio, SR, text)
+        if isinstance(alignment, str):
+            alignment = self.aligner(audio, SR, alignment)
         if alignment is None:
             self.skipped.append(name)
             return None
@@ -134,26 +140,39 @@ class Runner:
                                 contact=decoded.contact if opt["lip_closure"] else None,
                                 levels=decoded.levels if opt["rest"] else None,
                                 closures=alignment.closures if opt["transcript"] else None)
-            gap = lip_opening(anim.vertices(), self.centres)
+            gap = animation_lip_opening(anim, self.centres)
             out["gaps"][d] = gap
             out["scores"][d] = utterance_scores(gap, anim.fps, alignment, self.rest_gap)
         return out
 
 
-def clips(prompts, seed: int):
-    """(name, audio, text) of CLIP_PROMPTS prompts joined with pauses, -60 dBFS noise in them."""
+def clips(singles: list[tuple[str, np.ndarray, Alignment]], seed: int):
+    """(name, audio, alignment) of CLIP_PROMPTS aligned prompts at a time joined with pauses
+    (-60 dBFS noise); the prompts' own alignments shifted, the pauses as silence."""
     rng = np.random.default_rng(seed)
-    for c in range(0, len(prompts) - CLIP_PROMPTS + 1, CLIP_PROMPTS):
-        group = prompts[c:c + CLIP_PROMPTS]
+    for c in range(0, len(singles) - CLIP_PROMPTS + 1, CLIP_PROMPTS):
         pauses = [EDGE_S] + [CLIP_PAUSES_S[(c // CLIP_PROMPTS + i) % len(CLIP_PAUSES_S)]
                              for i in range(CLIP_PROMPTS - 1)] + [EDGE_S]
-        parts = []
-        for i, p in enumerate(group):
-            parts.append(rng.normal(0, 10 ** (NOISE_DBFS / 20), int(pauses[i] * SR)))
-            parts.append(load_audio(p.wav, SR))
-        parts.append(rng.normal(0, 10 ** (NOISE_DBFS / 20), int(pauses[-1] * SR)))
-        text = " ".join(p.text.rstrip(".?!") + "." for p in group)
-        yield f"clip{c // CLIP_PROMPTS:02d}", np.concatenate(parts).astype(np.float32), text
+        parts, phones, closures, at = [], [], [], 0.0
+        for pause, (_, audio, al) in zip(pauses, singles[c:c + CLIP_PROMPTS]):
+            n = int(pause * SR)
+            parts += [rng.normal(0, 10 ** (NOISE_DBFS / 20), n), audio]
+            phones.append(("SIL", at, at + n / SR))
+            at += n / SR
+            phones += [(ph, a + at, b + at) for ph, a, b in al.phones]
+            closures += [Interval(iv.start_s + at, iv.end_s + at, iv.phone) for iv in al.closures]
+            at += len(audio) / SR
+        n = int(pauses[-1] * SR)
+        parts.append(rng.normal(0, 10 ** (NOISE_DBFS / 20), n))
+        phones.append(("SIL", at, at + n / SR))
+        yield f"clip{c // CLIP_PROMPTS:02d}", np.concatenate(parts).astype(np.float32), \
+            Alignment(phones, closures)
+
+
+def engine_alignment(speech: tts.Speech) -> Alignment:
+    """The TTS engine's own phone timings as an Alignment."""
+    return Alignment(list(speech.phones), [Interval(a, b, ph) for ph, a, b in speech.phones
+                                           if ph in BILABIALS])
 
 
 def badness(s: dict) -> float:
@@ -206,25 +225,24 @@ def main() -> None:
     runner = Runner(model)
     fps = model.config.fps
     groups: dict[str, list[dict]] = {"real": [], "clips": []}
+    singles = []
     for p in prompts:
-        r = runner.run(p.name, load_audio(p.wav, SR), p.text, list(DECODINGS))
+        audio = load_audio(p.wav, SR)
+        r = runner.run(p.name, audio, p.text, list(DECODINGS))
         if r is not None:
             groups["real"].append(r)
-    for name, audio, text in clips(prompts, args.seed):
-        r = runner.run(name, audio, text, list(DECODINGS))
-        if r is not None:
-            groups["clips"].append(r)
+            singles.append((p.name, audio, r["alignment"]))
+    for name, audio, alignment in clips(singles, args.seed):
+        groups["clips"].append(runner.run(name, audio, alignment, list(DECODINGS)))
     if not args.no_tts:
         for engine, voice in ENGINES.items():
             if not tts.engine_available(engine):
                 raise SystemExit(f"TTS engine {engine} missing: apt-get install espeak-ng festival "
                                  f"festvox-kallpc16k")
-            groups[engine] = []
-            for p in prompts:
-                speech = tts.synthesize(p.text, voice)
-                r = runner.run(f"{engine}:{p.name}", speech.audio, p.text, ["v0.2", "default"])
-                if r is not None:
-                    groups[engine].append(r)
+            with ThreadPoolExecutor(max(1, args.threads)) as pool:  # the engines run as child processes
+                speeches = list(pool.map(lambda p: tts.synthesize(p.text, voice), prompts))
+            groups[engine] = [runner.run(f"{engine}:{p.name}", speech.audio, engine_alignment(speech),
+                                         ["v0.2", "default"]) for p, speech in zip(prompts, speeches)]
     rows = []
     for source, results in groups.items():
         for d in (DECODINGS if source in ("real", "clips") else ("v0.2", "default")):
