@@ -72,6 +72,7 @@ class Alignment:
 
     phones: list[tuple[str, float, float]]
     closures: list[Interval]
+    score: float = 0.0  # acoustic score per 10 ms frame (pocketsphinx log units; higher fits better)
 
     def pauses(self, min_s: float = 0.0) -> list[tuple[float, float]]:
         """(start_s, end_s) of the silences at least ``min_s`` long, adjacent SILs merged."""
@@ -104,10 +105,12 @@ class Aligner:
         phones = _align(self._decoder, pcm, words)
         if phones is None:
             return None
+        entries = [p for w in self._decoder.get_alignment() for p in w]
+        score = sum(p.score for p in entries) / max(1, sum(p.duration for p in entries))
         timed = [(name, round(start * _FRAME_S + _FRAME_OFFSET_S, 3),
                   round((start + frames) * _FRAME_S + _FRAME_OFFSET_S, 3))
                  for name, start, frames in phones]
-        return Alignment(timed, _bilabials(phones))
+        return Alignment(timed, _bilabials(phones), float(score))
 
 
 def align_transcript(audio: np.ndarray, sr: int, transcript: str) -> Alignment | None:

@@ -3,11 +3,16 @@
     python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX|FILE.imstyle]
                             [--fps 24] [--device auto] --out anim.npz
                             [--obj-dir frames/] [--arkit-csv take.csv]
+                            [--text "..." | --text-file script.txt] [--plot lips.png] [--video take.mp4]
 
 The npz is the exact Animation (template + bias + weights @ basis: the motion decoder's last
 layer), written atomically; ``--obj-dir`` writes one OBJ per frame (faces from the default head when
 the model is on its topology) plus the audio; ``--arkit-csv`` fits the 52 ARKit weights of the
-default head per frame and writes a Live Link Face CSV.
+default head per frame and writes a Live Link Face CSV. A transcript (``--text``, ``--text-file``,
+or ``speech.txt`` beside ``speech.wav``) pins the lip closures of m/b/p (``core.transcript``);
+where nobody speaks the face rests (``--no-rest`` keeps the raw motion). ``--plot`` draws the lip
+gap over the speech envelope, ``--video`` renders the default head (front + lip close-up) with
+the audio.
 """
 
 from __future__ import annotations
@@ -76,8 +81,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
                    help="skip closure-aware decoding (lips pressed together on m/b/p): the raw model output")
+    p.add_argument("--no-rest", dest="rest", action="store_false",
+                   help="keep the model's motion where nobody speaks (default: the face rests in silence)")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--text", help="what is said (dialog text): m/b/p are aligned to it and the lips "
+                                     "close there (default: AUDIO.txt beside the audio, if any)")
+    text.add_argument("--text-file", type=Path, help="the same from a plain-text file")
+    p.add_argument("--plot", type=Path, help="also draw lip gap, speech envelope and m/b/p over time (PNG)")
+    p.add_argument("--video", type=Path, help="also render the default head with the audio (mp4: front "
+                                              "view + lip close-up)")
     # checked by core.cli before anything runs (exists, folder/file, writable, not an input)
-    p.set_defaults(func=_run, outputs={"out": "file:.npz", "obj_dir": "sequence", "arkit_csv": "file:.csv"})
+    p.set_defaults(func=_run, outputs={"out": "file:.npz", "obj_dir": "sequence", "arkit_csv": "file:.csv",
+                                       "plot": "file:.png", "video": "file:.mp4"})
 
 
 def _head_for(model, cache_dir: Path, required: bool):
@@ -118,6 +133,11 @@ def _run(args: argparse.Namespace) -> int:
     model = from_pretrained(folder, pick_device(args.device))
     style = parse_style(model, args.style)
     arkit_head = _head_for(model, args.cache_dir, required=True) if args.arkit_csv is not None else None
+    video_head = _head_for(model, args.cache_dir, required=True) if args.video is not None else None
+    centres = (model.config.lip_closure or {}).get("centres")
+    if args.plot is not None and centres is None:
+        raise ImitatorError(f"--plot needs the lip centres of closure-aware decoding; {folder} has none")
+    closures = _transcript_closures(args) if args.lip_closure else None
     t0 = time.perf_counter()
     with tqdm(desc="generate", unit="frame") as bar:
         def progress(done: int, total: int | None) -> None:
@@ -126,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         anim = generate_file(model, args.audio, style, fps=args.fps, method=args.method, progress=progress,
-                             lip_closure=args.lip_closure)
+                             lip_closure=args.lip_closure, rest=args.rest, closures=closures)
     target, model_anim = None, anim  # ARKit weights are solved on the model head
     if args.head is not None:
         from .faces.fit_cli import apply_head
@@ -157,4 +177,25 @@ def _run(args: argparse.Namespace) -> int:
         save_arkit_csv(args.arkit_csv, weights, anim.fps)
         print(f"wrote {args.arkit_csv}: 52 ARKit weights x {len(weights)} frames (largest vertex error of "
               f"the fit {error * 1000:.2f} mm)")
+    if args.plot is not None:  # plot and video show the model head
+        from .plot import plot_animation
+
+        plot_animation(args.plot, model_anim, args.audio, tuple(centres), closures or ())
+        print(f"wrote {args.plot}")
+    if args.video is not None:
+        from .data.preview import head_colors
+        from .render import render_preview
+
+        render_preview(model_anim.vertices(), video_head.triangles(), anim.fps, args.video, audio_path=args.audio,
+                       mouth=video_head.regions.get("lips"), colors=head_colors(video_head))
     return 0
+
+
+def _transcript_closures(args: argparse.Namespace):
+    """m/b/p aligned to --text / --text-file / AUDIO.txt; None without one or when it does not fit."""
+    from .transcript import resolve_transcript
+
+    closures, note = resolve_transcript(args.audio, args.text, args.text_file)
+    if note is not None:
+        (print if closures is not None else log.warning)(note)
+    return closures

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class GenerateRequest:
     landmarks: dict[str, np.ndarray] | None = None  # placed by the user (landmark empties)
     arkit_map: dict[str, str] | None = None  # ARKit name -> the rig's key (ARKit keys by name)
     arkit_missing: list[str] | None = None
+    dialog_text: str | None = None  # transcript (None: AUDIO.txt beside the audio, if any)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class GenerateResult:
     fit_error: float  # metres (ARKIT mode)
     model_seconds: float
     new_fit: Any = None  # a HeadFit made by this Generate, saved when the bake is applied
+    notes: list[str] = field(default_factory=list)  # e.g. a transcript that did not fit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         model_fps=float(config.get("fps", 30.0)), audio_path=audio_path, audio_seconds=info.duration,
         device=prefs(context).device, style=_selected_style(context), mode=settings.bake_mode,
         start_frame=float(settings.start_frame), fps_mode=settings.fps_mode,
-        lip_closure=settings.lip_closure)
+        lip_closure=settings.lip_closure, dialog_text=settings.dialog_text.strip() or None)
     if request.mode == "ARKIT" and (retarget or arkit_mapping(obj, settings.arkit_preset)[0] != _ALL_ARKIT):
         # a rig with its own keys: driven by name from the ARKit weights solved on the model head
         mapping, missing = arkit_mapping(obj, settings.arkit_preset)
@@ -217,6 +219,13 @@ def run(request: GenerateRequest, report) -> GenerateResult:
         from ..core.style_profile import load_style_profile
 
         style = load_style_profile(Path(style), model)
+    closures, notes = None, []
+    if request.lip_closure:
+        from ..core.transcript import resolve_transcript
+
+        report(0.05, "aligning the dialog text")
+        closures, note = resolve_transcript(request.audio_path, request.dialog_text, where="Dialog text")
+        notes += [note] if note is not None and closures is None else []
     report(0.1, "running the model")
 
     def progress(done: int, total: int | None) -> None:
@@ -226,7 +235,7 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     # on the head's own rest shape: the bake uses offsets, and lips close on this head's lips
     anim = generate_file(model, request.audio_path, style,
                          template=None if request.retarget else request.rest, progress=progress,
-                         lip_closure=request.lip_closure)
+                         lip_closure=request.lip_closure, closures=closures)
     new_fit = None
     if request.retarget:
         anim, new_fit = _retarget(request, model, anim, report)
@@ -245,7 +254,7 @@ def run(request: GenerateRequest, report) -> GenerateResult:
                     request.arkit_offsets)
         arkit, fit_error = fit_arkit_weights(anim, head)
     report(0.97, "baking")
-    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0, new_fit)
+    return GenerateResult(anim, arkit, fit_error, time.perf_counter() - t0, new_fit, notes)
 
 
 def _retarget(request: GenerateRequest, model, anim: Animation, report):
@@ -296,7 +305,7 @@ def apply(context: bpy.types.Context, request: GenerateRequest, result: Generate
     if obj is None or obj.type != "MESH" or len(obj.data.vertices) != request.num_vertices:
         raise ImitatorError(f"'{request.object_name}' was deleted or changed while Generate ran; "
                             f"nothing was baked")
-    warnings: list[str] = []
+    warnings: list[str] = list(result.notes)
     if result.new_fit is not None and request.fit_path is not None:
         result.new_fit.save(request.fit_path)  # before the bake: a failed write changes nothing
     previous = json.loads(obj.get(GENERATE_TAG, "{}"))

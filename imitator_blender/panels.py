@@ -74,6 +74,7 @@ class IMITATOR_PT_audio(_ImitatorPanel, bpy.types.Panel):
         settings = context.scene.imitator
         col = self.layout.column()
         col.prop(settings, "audio_path")
+        col.prop(settings, "dialog_text")
         if SAMPLE_AUDIO.is_file():
             col.operator("imitator.use_sample_audio", icon="SPEAKER")
         col.prop(settings, "start_frame")

@@ -52,6 +52,11 @@ class ImitatorSceneSettings(bpy.types.PropertyGroup):
         name="Audio", description="Speech recording to animate (WAV, FLAC, OGG, MP3; any rate, any length)",
         subtype="FILE_PATH",
     )
+    dialog_text: bpy.props.StringProperty(
+        name="Dialog text",
+        description="What is said (optional): the lips close at its m, b and p, aligned to the audio. "
+                    "Empty: a .txt file beside the audio if there is one, else the audio alone",
+    )
     fps_mode: bpy.props.EnumProperty(
         name="Frame rate", items=FPS_CHOICES, default="KEEP",
         description="Frame rate of the scene when Generate bakes",

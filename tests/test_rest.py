@@ -66,7 +66,7 @@ def test_rest_strength_holds_silence_ramps_smoothly_and_leaves_speech():
     assert (r[(t > 1.1) & (t < 2.0)] == 0).all()  # speech untouched
     assert (r[(t > 2.25) & (t < 2.8)] == 1).all()  # at rest 0.2 s into the pause
     assert (r[(t > 3.1)] == 0).all()
-    assert np.abs(np.diff(r)).max() < 0.4  # eased, no snap
+    assert np.abs(np.diff(r)).max() < 0.5  # eased over 4 frames or more, no snap
     assert r[int(3.0 * fps) - 1] > 0.2  # still leaving rest just before the onset
 
 
@@ -116,3 +116,6 @@ def test_shipped_model_rests_in_the_pause_and_streams_alike(speech_with_pause):
     speaking = (t > silences[0][1] + 0.1) & (t < silences[1][0] - 0.1)
     np.testing.assert_array_equal(gap_on[speaking], gap_off[speaking])
     assert (gap_off[(t > silences[1][0] + 0.2) & (t < silences[1][1] - 0.1)] > rest_gap + 1e-3).any()
+    # "Bob ..." after the pause: the closure of its B, silent and so inside what rests, still wins
+    onset = silences[1][1]
+    assert gap_on[(t > onset - 0.1) & (t < onset + 0.1)].min() < 1e-3

@@ -242,16 +242,16 @@ def to_animation(model: Imitator, weights: np.ndarray, template: np.ndarray | No
         raise ImitatorError(f"template has shape {template.shape}; this model animates a head with "
                             f"{V} vertices")
     basis = basis.reshape(-1, V, 3)
-    if contact is not None and model.closure is not None:
-        if closures is not None:
-            contact = transcript_contact(contact, closures, model.config.fps)
-        weights = close_lips(weights, contact, basis, bias.reshape(V, 3), template,
-                             model.closure.covariance.detach().cpu().numpy(), model.closure.options)
     if levels is not None and model.closure is not None:  # the lip centres are the closure's
         strength = rest_strength(speech_mask(levels), model.config.fps, len(weights))
         weights = rest_pose_weights(weights, strength, basis, bias.reshape(V, 3), template,
                                     model.closure.covariance.detach().cpu().numpy(),
                                     tuple(model.closure.options["centres"]))
+    if contact is not None and model.closure is not None:  # after rest: a closure out of a pause wins
+        if closures is not None:
+            contact = transcript_contact(contact, closures, model.config.fps)
+        weights = close_lips(weights, contact, basis, bias.reshape(V, 3), template,
+                             model.closure.covariance.detach().cpu().numpy(), model.closure.options)
     anim = Animation(template=template.astype(np.float32), basis=basis,
                      weights=weights.astype(np.float32), bias=bias.reshape(V, 3), fps=model.config.fps)
     if fps is not None and abs(fps - anim.fps) > 1e-9:
