@@ -580,7 +580,7 @@ def _run(args: argparse.Namespace) -> int:
     from .data.clips import load_clip
     from .generate_cli import default_model_path
     from .model.checkpoint import from_pretrained
-    from .train import pick_device
+    from .device import pick_device
 
     out = args.out  # checked by core.cli.check_outputs (suffix, exists, folder, writable)
     if args.threads:

@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .model.checkpoint import from_pretrained
     from .model.generate import generate_file
-    from .train import pick_device
+    from .device import pick_device
 
     from .audio import check_audio
 

@@ -481,7 +481,7 @@ def _run(args: argparse.Namespace) -> int:
     from .data.vocaset import open_corpus
     from .fileio import atomic_write
     from .model.checkpoint import from_pretrained
-    from .train import pick_device
+    from .device import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
