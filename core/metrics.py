@@ -341,8 +341,9 @@ def _styles_for(model, subject: str, style: str | int | None) -> list[int]:
 def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: int,
                      template: np.ndarray, lip_closure: bool = True) -> np.ndarray:
     """(S, T, V, 3) vertices for 16 kHz ``audio`` in each style, as ``generate`` makes them
-    (closure-aware decoding when the model has it and ``lip_closure``); the viseme features are
-    decoded once for all styles when the clip fits the model's window."""
+    (closure-aware decoding when the model has it and ``lip_closure``; without the rest-in-silence
+    correction, which the real-speech benchmark measures); the viseme features are decoded once
+    for all styles when the clip fits the model's window."""
     import torch
 
     from .model.generate import generate, to_animation
@@ -350,7 +351,8 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
     device = next(model.parameters()).device
     if num_frames > model.config.window:
         return np.stack([generate(model, audio, model.config.sample_rate, s, template=template,
-                                  lip_closure=lip_closure).vertices()[:num_frames] for s in styles])
+                                  lip_closure=lip_closure, rest=False).vertices()[:num_frames]
+                         for s in styles])
     with torch.no_grad():
         a = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device)[None]
         feats = model.audio_features(a, num_frames)

@@ -89,14 +89,14 @@ def plot_animation(path: str | Path, anim, audio: str | Path, centres: tuple[int
     """``plot_lip_sync`` of an Animation: its lip-centre gap, the audio file's level and voice
     activity (streamed, as generation measures them) and the given m/b/p intervals."""
     from .audio import stream_audio
-    from .metrics import lip_opening
+    from .metrics import animation_lip_opening
     from .model.rest import HOP_S, VoiceLevels, speech_mask
 
     voice = VoiceLevels(16000)
     for block in stream_audio(Path(audio), 16000):
         voice.feed(block)
     levels = voice.levels()
-    gap = lip_opening(anim.vertices(), centres) * 1000
+    gap = animation_lip_opening(anim, centres) * 1000
     rest = float(np.linalg.norm(anim.template[centres[0]] - anim.template[centres[1]])) * 1000
     return plot_lip_sync(path, gap, anim.fps, levels_db=levels, hop_s=HOP_S, speech=speech_mask(levels),
                          closures=closures, rest_gap_mm=rest, title=Path(audio).name)

@@ -69,3 +69,16 @@ def test_plot_writes_a_png_and_refuses_other_names(tmp_path):
     with pytest.raises(ImitatorError, match="ending in .png"):
         plot_lip_sync(tmp_path / "p.jpg", gap, 30.0)
     assert not (tmp_path / "p.jpg").exists()
+
+
+def test_animation_lip_opening_equals_the_vertex_gap():
+    from core.animation import Animation
+    from core.metrics import animation_lip_opening, lip_opening
+
+    rng = np.random.default_rng(0)
+    anim = Animation(template=rng.normal(size=(30, 3)).astype(np.float32),
+                     basis=rng.normal(size=(5, 30, 3)).astype(np.float32),
+                     weights=rng.normal(size=(12, 5)).astype(np.float32),
+                     bias=rng.normal(size=(30, 3)).astype(np.float32), fps=30.0)
+    np.testing.assert_allclose(animation_lip_opening(anim, (3, 7)), lip_opening(anim.vertices(), (3, 7)),
+                               rtol=1e-5)
