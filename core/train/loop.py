@@ -1,6 +1,6 @@
 """Training of the Imitator prior: ``python -m core train --data DIR --out RUN [--resume] ...``.
 
-As the official trainer (bala1144/Imitator ``imitator/pl_trainer.py`` and
+By default as the official trainer (bala1144/Imitator ``imitator/pl_trainer.py`` and
 ``cfg/generalized_model/imitator_gen_ab_mbp_vel10.yaml``): one sequence per step, autoregressive
 (no teacher forcing), Adam with lr 1e-4 and no weight decay (we use AdamW, identical at weight decay
 0), loss = reconstruction + 10 x velocity + lip contact (x5 around m/b/p closures), validation on
@@ -23,9 +23,15 @@ run with the same seed: the data order and crops derive from (seed, epoch), and 
 (dropout) are restored. Under ``torchrun`` the model is wrapped in DistributedDataParallel (NCCL on
 GPUs, gloo on CPUs); each process takes every world_size-th sequence of the epoch's order.
 
-Targets are vertices from ``vertices_npy/`` or, when the corpus has ``arkit/`` weights and the head
-with those shape keys is at hand (the default head, for our synthetic corpus), the (T, 52) weights,
-moved to the device and expanded there (template + weights @ shape keys): ~60x less to transfer.
+Targets are vertices from ``vertices_npy/`` or, when the corpus has ``arkit/`` weights and their
+shape keys (``shape_keys.npy`` of a compact corpus, or the default head), the (T, 52) weights; the
+losses are then computed from Gram matrices without vertex frames (``reduced_loss``, exact), or the
+weights are expanded on the device (``reduced_loss`` false).
+
+The defaults are the reference's recipe. The fast one (the shipped model's, see its model card):
+``batch_size`` 8-16 (sequences padded, each loss term averaged over an item's own frames),
+``decoder_passes`` 2 (parallel causal passes instead of the rollout; validation still decodes
+autoregressively), ``max_frames`` 240, ``augment`` (``core.train.augment``).
 """
 
 from __future__ import annotations
