@@ -203,12 +203,14 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     """Load the model, run it over the audio file, and (ARKIT mode) solve the ARKit weights."""
     t0 = time.perf_counter()
     report(0.02, f"loading the model {request.model_folder.name}")
-    from ..core.model.checkpoint import from_pretrained
     from ..core.model.generate import generate_file
+    from .warmup import MODELS
 
     other = request.retarget or request.arkit_map is not None  # the motion is made on the model head
-    model = from_pretrained(request.model_folder, resolve_device(request.device),
-                            topology=None if other else request.topology)
+    model = MODELS.get(request.model_folder, resolve_device(request.device))  # warm after the first
+    if not other and model.config.topology and model.config.topology != request.topology:
+        raise ImitatorError(f"{request.model_folder}: model is for head topology {model.config.topology}, the "
+                            f"head has {request.topology}; pick the model trained for this head")
     if not other and model.config.num_vertices != request.num_vertices:
         raise ImitatorError(f"{request.model_folder}: the weights animate {model.config.num_vertices} "
                             f"vertices, the head has {request.num_vertices}; choose another model")

@@ -178,3 +178,30 @@ def test_adapt_style_from_an_animated_head_of_another_topology(ext, setup):
     path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
     meta = ext.mod("core.style_profile").read_profile_info(path)
     assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
+
+
+def test_warm_up_loads_the_model_once_for_the_first_click(ext, setup):
+    head, obj, folder, scene = setup
+    warm = ext.mod("imitator_blender.warmup")
+    panels = ext.mod("imitator_blender.panels")
+
+    class Layout:  # the main panel's draw starts the warm-up; its layout calls are not looked at
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+    panels.IMITATOR_PT_main.draw(type("P", (), {"layout": Layout()})(), bpy.context)
+    thread = warm.MODELS._thread
+    assert thread is not None and thread.name == "imitator-warmup"
+    thread.join(120)
+    assert warm.MODELS.warm_seconds is not None
+    model = warm.MODELS._entry[1]
+    warm.warm_up_once(bpy.context)
+    assert warm.MODELS._thread is thread  # once per session
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert warm.MODELS._entry[1] is model  # the click used the warm model
+    # new weights in the folder: the next Generate loads them
+    tiny_model = __import__("scene_setup").tiny_model
+    tiny_model(ext, head, folder, seed=3)
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert warm.MODELS._entry[1] is not model
