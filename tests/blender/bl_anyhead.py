@@ -205,3 +205,25 @@ def test_warm_up_loads_the_model_once_for_the_first_click(ext, setup):
     tiny_model(ext, head, folder, seed=3)
     assert bpy.ops.imitator.generate() == {"FINISHED"}
     assert warm.MODELS._entry[1] is not model
+
+
+def test_cancel_and_undo_on_a_foreign_head(ext, setup):
+    head, obj, folder, scene = setup
+    foreign = foreign_copy(obj)
+    name = foreign.name
+    ops = ext.mod("imitator_blender.generate_operators")
+    fits = ext.mod("imitator_blender.preferences").user_dir("fits")
+    before = snapshot()
+    # cancelled (Esc) while the model or the fit runs: nothing baked, no fit written
+    run = ops.GenerateRun.start(bpy.context)
+    run.cancel(bpy.context)
+    assert run.job.wait(120)
+    assert snapshot() == before and not list(fits.iterdir())
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window):
+        bpy.ops.ed.undo_push(message="before Generate")
+        before = snapshot()
+        assert bpy.ops.imitator.generate("EXEC_DEFAULT", True) == {"FINISHED"}
+        assert any(k.name.startswith("IM_") for k in bpy.data.objects[name].data.shape_keys.key_blocks)
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == before  # the bake on the foreign head is gone in one step
