@@ -256,3 +256,22 @@ def test_adapt_takes_a_clip_of_another_topology(tmp_path, head, sample_animation
                    + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in target.triangles))
     assert main(["adapt", "--clip", str(npz), "--audio", "models/sample/sample.wav", "--out", str(bad),
                  "--steps1", "3", "--steps2", "0", "--clip-head", str(obj), "--threads", "1"]) == 0
+
+
+def test_fit_head_on_a_fake_flame_file_with_a_realistic_template(tmp_path, remeshed, capsys):
+    """A FLAME model file whose template is the remeshed default head: fit-head reads its template."""
+    from core.cli import main
+
+    target, _ = remeshed
+    V = len(target.vertices)
+    rng = np.random.default_rng(0)
+    weights = np.zeros((V, 5))
+    weights[:, 0] = 1.0
+    flame = tmp_path / "flame.npz"
+    np.savez(flame, v_template=target.vertices, f=target.triangles, shapedirs=rng.normal(scale=1e-6, size=(V, 3, 301)),
+             posedirs=np.zeros((V, 3, 36)), J_regressor=np.full((5, V), 1.0 / V),
+             kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]), weights=weights)
+    assert main(["fit-head", str(flame), "--out", str(tmp_path / "flame.imfit")]) == 0
+    assert "'flame' (3044 vertices)" in capsys.readouterr().out or V != 3044
+    assert main(["fit-head", str(tmp_path / "head.ply"), "--out", str(tmp_path / "x.imfit")]) == 1
+    assert "give the head as an .obj mesh" in capsys.readouterr().err and not (tmp_path / "x.imfit").exists()

@@ -538,7 +538,8 @@ def read_obj_mesh(path: Path) -> Head:
     """An OBJ head mesh (polygons kept, texture/normal indices dropped) as a Head without keys."""
     path = Path(path)
     if path.suffix.lower() != ".obj":
-        raise ImitatorError(f"{path}: give the head as an .obj mesh (or a .imfit head fit)")
+        raise ImitatorError(f"{path}: give the head as an .obj mesh, a FLAME model file (.pkl/.npz) or a "
+                            f".imfit head fit")
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as e:
