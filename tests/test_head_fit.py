@@ -275,3 +275,25 @@ def test_fit_head_on_a_fake_flame_file_with_a_realistic_template(tmp_path, remes
     assert "'flame' (3044 vertices)" in capsys.readouterr().out or V != 3044
     assert main(["fit-head", str(tmp_path / "head.ply"), "--out", str(tmp_path / "x.imfit")]) == 1
     assert "give the head as an .obj mesh" in capsys.readouterr().err and not (tmp_path / "x.imfit").exists()
+
+
+@pytest.mark.parametrize("stretch", [(1.3, 0.9, 1.0), (0.8, 1.2, 1.1)])
+def test_stylized_proportions(head, sample_animation, stretch):
+    """A cartoon-like head (the default head stretched unevenly, then remeshed): the lips still
+    close where the model's close, open as wide, and no upper-lip vertex follows the lower lip."""
+    from core.faces.head import Head
+
+    stylized = Head("stylized", head.vertices * np.array(stretch, np.float32), head.face_sizes, head.face_indices,
+                    head.shape_keys, head.regions)
+    target = remesh(stylized, keep=0.5, scale=1.0, angle=0.3, seed=5)
+    fit = hf.fit_head(head, target.vertices, target.triangles, name="Stylized")
+    out = transfer_animation(sample_animation, fit, target.vertices, CENTRES)
+    anim = sample_animation
+    As, g0 = lip_gap(anim.basis, anim.bias, anim.template, *CENTRES)
+    src_gap = np.linalg.norm(anim.weights @ As.T + g0, axis=1)
+    A, g = lip_gap(out.basis, out.bias, out.template, *target_lip_points(fit, CENTRES))
+    gap = np.linalg.norm(out.weights @ A.T + g, axis=1)
+    assert (gap[src_gap < 1e-3] < 1e-3).mean() >= 0.95 and np.corrcoef(gap, src_gap)[0, 1] > 0.95
+    src = hf._source(head)
+    up = np.isin(target.birth, head.regions["upper_lip"])
+    assert ((src.side[fit.corners[up]] == 2) * fit.bary[up]).sum(1).max() < 0.1
