@@ -3,6 +3,8 @@ person's head, the lips kept apart, the fit file, and heads that are not heads."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -297,3 +299,23 @@ def test_stylized_proportions(head, sample_animation, stretch):
     src = hf._source(head)
     up = np.isin(target.birth, head.regions["upper_lip"])
     assert ((src.side[fit.corners[up]] == 2) * fit.bary[up]).sum(1).max() < 0.1
+
+
+def test_adapt_takes_a_flame_clip_through_the_users_flame_model(tmp_path, head, remeshed, capsys):
+    from core.cli import main
+    from core.style_profile import read_profile_info
+    from head_samples import fake_flame_with_jaw, jaw_clip
+
+    target, _ = remeshed
+    mouth_y = float(target.vertices[np.isin(target.birth, CENTRES)][:, 1].mean())
+    flame = tmp_path / "flame.npz"
+    fake_flame_with_jaw(target.vertices, target.triangles, mouth_y, flame)
+    clip = tmp_path / "tracked.npz"
+    jaw_clip(clip, Path("models/sample/sample.wav").resolve())
+    out = tmp_path / "flame.imstyle"
+    assert main(["adapt", "--clip", str(clip), "--out", str(out), "--steps1", "3", "--steps2", "0",
+                 "--threads", "1", "--no-lip-loss"]) == 1
+    assert "tracked.npz: holds FLAME parameters" in capsys.readouterr().err and not out.exists()
+    assert main(["adapt", "--clip", str(clip), "--flame", str(flame), "--out", str(out), "--steps1", "3",
+                 "--steps2", "0", "--threads", "1", "--no-lip-loss"]) == 0
+    assert read_profile_info(out)["topology"] == head.topology

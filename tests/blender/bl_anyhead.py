@@ -227,3 +227,26 @@ def test_cancel_and_undo_on_a_foreign_head(ext, setup):
         assert any(k.name.startswith("IM_") for k in bpy.data.objects[name].data.shape_keys.key_blocks)
         assert bpy.ops.ed.undo() == {"FINISHED"}
     assert snapshot() == before  # the bake on the foreign head is gone in one step
+
+
+def test_adapt_style_from_a_flame_clip_file_with_the_preferences_flame_model(ext, setup, tmp_dir):
+    from tests.head_samples import fake_flame_with_jaw, jaw_clip
+
+    head, obj, folder, scene = setup
+    template = foreign_copy(obj, name="Template", ratio=0.7, scale=1.0)
+    co = np.empty(len(template.data.vertices) * 3, np.float32)
+    template.data.vertices.foreach_get("co", co)
+    mesh = ext.mod("imitator_blender.mesh")
+    core_v = mesh.blender_to_core(co.reshape(-1, 3)).astype(np.float64)
+    mouth_y = float(head.vertices[int(head.regions["upper_lip_centre"][0]), 1])
+    fake_flame_with_jaw(core_v, mesh.mesh_triangles(template.data), mouth_y, tmp_dir / "flame.npz")
+    jaw_clip(tmp_dir / "take.npz", sample_audio(ext))
+    bpy.context.preferences.addons[ext.module].preferences.flame_model_path = str(tmp_dir / "flame.npz")
+    settings = scene.imitator_adapt
+    settings.source, settings.clip_path, settings.style_name = "FILE", str(tmp_dir / "take.npz"), "Tracked"
+    settings.steps1, settings.steps2 = 5, 0
+    before = snapshot()
+    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
+    path = ext.mod("imitator_blender.style_ui").styles_dir() / "Tracked.imstyle"
+    assert ext.mod("core.style_profile").read_profile_info(path)["topology"] == head.topology
+    assert snapshot() == before  # a profile file, nothing in the scene
