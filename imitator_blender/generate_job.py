@@ -130,7 +130,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     model_topology = str(config.get("topology") or "")
     topology = mesh_topology(obj.data)
     retarget = model_V != V or (model_topology and model_topology != topology)
-    if retarget and not _animates_default_head(model_V, model_topology):
+    if retarget and not _animates_default_head(model_topology):
         raise ImitatorError(
             f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model {folder.name} "
             f"({model_V} vertices, topology {(model_topology or '?')[:8]}); select the head the model "
@@ -148,7 +148,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         if not mapping:
             raise ImitatorError(f"'{obj.name}' has none of the 52 ARKit shape keys, by name (jawOpen, JawOpen, "
                                 f"jaw_open ...); pick its naming preset in Bake options or bake as Exact basis")
-        if not _animates_default_head(model_V, model_topology):
+        if not _animates_default_head(model_topology):
             raise ImitatorError(f"ARKit keys by name need a model of the default head; {folder.name} animates "
                                 f"{model_V} vertices")
         _refuse_foreign_curves(obj, obj.data.shape_keys, [f'key_blocks["{k}"].value' for k in mapping.values()])
@@ -277,7 +277,7 @@ def _retarget(request: GenerateRequest, model, anim: Animation, report):
     return transfer_animation(anim, fit, request.rest, tuple(centres)), new
 
 
-def _animates_default_head(num_vertices: int, topology: str) -> bool:
+def _animates_default_head(topology: str) -> bool:
     from ..core.faces.default_head import EXPECTED_TOPOLOGY
 
     return topology == EXPECTED_TOPOLOGY
