@@ -13,7 +13,7 @@ from ..errors import ImitatorError
 
 LANDMARK_HELP = ("JSON file {name: [x, y, z]} of target points overriding the automatic landmarks "
                  "(names: upper_lip_centre, lower_lip_centre, mouth_corner_left/right, nose_tip, chin, "
-                 "eye_outer/inner_left/right)")
+                 "eye_outer/inner_left/right, ear_left/right)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

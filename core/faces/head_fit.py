@@ -183,6 +183,10 @@ def head_landmarks(head: Head) -> dict[str, int]:
         if len(lid):
             out[f"eye_outer_{side}"] = int(lid[np.argmax(sign * v[lid, 0])])
             out[f"eye_inner_{side}"] = int(lid[np.argmin(sign * v[lid, 0])])
+            # the ear: the widest point of the head between mouth and eye height
+            band = np.flatnonzero((v[:, 1] > v[out["upper_lip_centre"], 1]) & (v[:, 1] < v[lid, 1].mean()))
+            if len(band):
+                out[f"ear_{side}"] = int(band[np.argmax(sign * v[band, 0])])
     return out
 
 
