@@ -42,6 +42,9 @@ def register() -> None:
 def unregister() -> None:
     if _reset_jobs in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_reset_jobs)
+    from .warmup import MODELS
+
+    MODELS.clear()
     style_ui.unregister_properties()
     properties.unregister_properties()
     for cls in reversed(CLASSES):

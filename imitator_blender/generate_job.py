@@ -132,7 +132,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
     model_topology = str(config.get("topology") or "")
     topology = mesh_topology(obj.data)
     retarget = model_V != V or (model_topology and model_topology != topology)
-    if retarget and not _animates_default_head(model_V, model_topology):
+    if retarget and not _animates_default_head(model_topology):
         raise ImitatorError(
             f"'{obj.name}' ({V} vertices, topology {topology[:8]}) does not match the model '{folder.name}' "
             f"({model_V} vertices, topology {(model_topology or '?')[:8]}); select the head the model "
@@ -150,7 +150,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
         if not mapping:
             raise ImitatorError(f"'{obj.name}' has none of the 52 ARKit shape keys, by name (jawOpen, JawOpen, "
                                 f"jaw_open ...); pick its naming preset in Bake options or bake as Exact basis")
-        if not _animates_default_head(model_V, model_topology):
+        if not _animates_default_head(model_topology):
             raise ImitatorError(f"ARKit keys by name need a model of the default head; {folder.name} animates "
                                 f"{model_V} vertices")
         _refuse_foreign_curves(obj, obj.data.shape_keys, [f'key_blocks["{k}"].value' for k in mapping.values()])
@@ -205,12 +205,14 @@ def run(request: GenerateRequest, report) -> GenerateResult:
     """Load the model, run it over the audio file, and (ARKIT mode) solve the ARKit weights."""
     t0 = time.perf_counter()
     report(0.02, f"loading the model {request.model_folder.name}")
-    from ..core.model.checkpoint import from_pretrained
     from ..core.model.generate import generate_file
+    from .warmup import MODELS
 
     other = request.retarget or request.arkit_map is not None  # the motion is made on the model head
-    model = from_pretrained(request.model_folder, resolve_device(request.device),
-                            topology=None if other else request.topology)
+    model = MODELS.get(request.model_folder, resolve_device(request.device))  # warm after the first
+    if not other and model.config.topology and model.config.topology != request.topology:
+        raise ImitatorError(f"{request.model_folder}: model is for head topology {model.config.topology}, the "
+                            f"head has {request.topology}; pick the model trained for this head")
     if not other and model.config.num_vertices != request.num_vertices:
         raise ImitatorError(f"{request.model_folder}: the weights animate {model.config.num_vertices} "
                             f"vertices, the head has {request.num_vertices}; choose another model")
@@ -284,7 +286,7 @@ def _retarget(request: GenerateRequest, model, anim: Animation, report):
     return transfer_animation(anim, fit, request.rest, tuple(centres)), new
 
 
-def _animates_default_head(num_vertices: int, topology: str) -> bool:
+def _animates_default_head(topology: str) -> bool:
     from ..core.faces.default_head import EXPECTED_TOPOLOGY
 
     return topology == EXPECTED_TOPOLOGY

@@ -27,6 +27,9 @@ class IMITATOR_PT_main(_ImitatorPanel, bpy.types.Panel):
     bl_label = "Imitator"
 
     def draw(self, context):
+        from .warmup import warm_up_once
+
+        warm_up_once(context)  # the first click then costs what the second does
         settings = context.scene.imitator
         obj = context.active_object
         col = self.layout.column()
@@ -130,6 +133,9 @@ class IMITATOR_PT_bake_options(_ImitatorPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
+        from .warmup import warm_up_once
+
+        warm_up_once(context)  # the first click then costs what the second does
         settings = context.scene.imitator
         obj = context.active_object
         col = self.layout.column()

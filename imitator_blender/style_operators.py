@@ -50,6 +50,7 @@ class AdaptRequest:
     template: np.ndarray | None = None  # (V, 3) the object's rest shape (its neutral face)
     topology: str | None = None
     triangles: np.ndarray | None = None  # (F, 3) the object's faces, for a fit when it is another head
+    flame_path: Path | None = None  # the preferences' FLAME model, for clips of FLAME parameters
     object_name: str = ""
     audio_path: Path | None = None
     audio_offset_s: float = 0.0  # where the first frame falls in audio_path (a sound strip)
@@ -87,6 +88,8 @@ def gather_request(context: bpy.types.Context, model_dir: str = "") -> AdaptRequ
         request.clip_path = Path(bpy.path.abspath(settings.clip_path))
         if not request.clip_path.exists():
             raise ImitatorError(f"{request.clip_path}: clip not found; check the path")
+        raw_flame = prefs(context).flame_model_path
+        request.flame_path = Path(bpy.path.abspath(raw_flame)) if raw_flame else None
         return request
     obj = context.active_object
     require_mesh(obj)
@@ -191,7 +194,8 @@ def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
     report(0.0, "Loading the model")
     model = from_pretrained(request.model_dir, resolve_device(request.device))
     report(0.02, "Reading the clip")
-    clip, head = _clip(request)
+    flame = _flame_for(request)
+    clip, head = _clip(request, flame)
     settings = AdaptSettings(steps1=request.steps1, steps2=request.steps2)
     total = max(request.steps1 + request.steps2, 1)
 
@@ -205,7 +209,7 @@ def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
     topology = request.topology or (head.topology if head is not None else None)
     template = request.template
     if clip.vertices.shape[1] != model.config.num_vertices:  # another head: mapped through a head fit
-        clip = _onto_model_head(request, clip, report)
+        clip = _onto_model_head(request, clip, report, flame)
         template, topology = None, None
     return adapt(model, clip, name=request.name, settings=settings, transcript=request.transcript or None,
                  closures="auto" if request.lip_closures else None,
@@ -213,7 +217,18 @@ def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
                  progress=progress, status=status)
 
 
-def _onto_model_head(request: AdaptRequest, clip, report):
+def _flame_for(request: AdaptRequest):
+    """The user's FLAME model when the clip file holds FLAME parameters (None otherwise)."""
+    from ..core.data.clips import holds_flame_params
+
+    if request.clip_path is None or request.flame_path is None or not holds_flame_params(request.clip_path):
+        return None
+    from ..core.faces.flame import load_flame
+
+    return load_flame(request.flame_path)
+
+
+def _onto_model_head(request: AdaptRequest, clip, report, flame=None):
     """A clip of another topology on the model head: through the object's kept fit (Fit Head), or
     a fit of its rest shape (an object) or first frame (a file) made now."""
     import dataclasses
@@ -239,11 +254,11 @@ def _onto_model_head(request: AdaptRequest, clip, report):
         clip = dataclasses.replace(clip, vertices=np.concatenate([request.template[None], clip.vertices]))
         mapped, _ = clip_onto_model_head(clip, request.triangles, source, fit)
         return dataclasses.replace(mapped, vertices=mapped.vertices[1:])
-    return clip_onto_model_head(clip, clip_triangles(request.clip_path, None, None), source,
+    return clip_onto_model_head(clip, clip_triangles(request.clip_path, None, flame), source,
                                 progress=fitting)[0]
 
 
-def _clip(request: AdaptRequest):
+def _clip(request: AdaptRequest, flame=None):
     from ..core.audio import AUDIO_RATE, load_audio
     from ..core.data.clips import Clip, load_clip
 
@@ -253,7 +268,7 @@ def _clip(request: AdaptRequest):
             from ..core.faces.default_head import load_default_head
 
             head = load_default_head(request.head_cache)
-        return load_clip(request.clip_path, head=head, audio=request.audio_path), head
+        return load_clip(request.clip_path, head=head, flame=flame, audio=request.audio_path), head
     audio = load_audio(request.audio_path, AUDIO_RATE)
     seconds = len(request.vertices) / request.fps
     start = int(round(request.audio_offset_s * AUDIO_RATE))

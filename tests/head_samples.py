@@ -82,3 +82,34 @@ def sealed_mouth(head) -> tuple[np.ndarray, np.ndarray]:
     F = weld[F]
     F = F[(F[:, 0] != F[:, 1]) & (F[:, 1] != F[:, 2]) & (F[:, 0] != F[:, 2])]
     return v, F
+
+
+def fake_flame_with_jaw(vertices: np.ndarray, triangles: np.ndarray, mouth_y: float, path) -> None:
+    """A FLAME model file (.npz, the real keys and shapes) whose template is ``vertices`` (core
+    axes, metres) and whose jaw joint carries the front of the face below ``mouth_y``: a jaw
+    rotation opens the mouth as FLAME's does."""
+    v = np.asarray(vertices, np.float64)
+    n = len(v)
+    centre = 0.5 * (v.min(0) + v.max(0))
+    jaw = (v[:, 1] < mouth_y) & (v[:, 2] > centre[2])
+    weights = np.zeros((n, 5))
+    weights[:, 0] = 1.0
+    weights[jaw, 0], weights[jaw, 2] = 0.0, 1.0
+    pivot = np.array([centre[0], mouth_y + 0.01, centre[2] - 0.02])  # behind the mouth, like a hinge
+    regressor = np.zeros((5, n))
+    regressor[:, int(np.argmin(np.linalg.norm(v - centre, axis=1)))] = 1.0
+    regressor[2] = 0.0
+    regressor[2, int(np.argmin(np.linalg.norm(v - pivot, axis=1)))] = 1.0
+    rng = np.random.default_rng(0)
+    np.savez(path, v_template=v, f=np.asarray(triangles, np.int64),
+             shapedirs=rng.normal(scale=1e-7, size=(n, 3, 400)), posedirs=np.zeros((n, 3, 36)),
+             J_regressor=regressor, kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
+             weights=weights)
+
+
+def jaw_clip(path, audio_path, seconds: float = 5.7, fps: float = 30.0) -> None:
+    """A FLAME-parameter clip: the jaw opening and closing about three times a second."""
+    t = np.arange(int(seconds * fps)) / fps
+    jaw = np.zeros((len(t), 3))
+    jaw[:, 0] = 0.12 * np.clip(np.sin(2 * np.pi * 3 * t), 0, None)
+    np.savez(path, expression=np.zeros((len(t), 100)), jaw_pose=jaw, fps=fps, audio_path=str(audio_path))

@@ -3,6 +3,8 @@ person's head, the lips kept apart, the fit file, and heads that are not heads."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -256,3 +258,64 @@ def test_adapt_takes_a_clip_of_another_topology(tmp_path, head, sample_animation
                    + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in target.triangles))
     assert main(["adapt", "--clip", str(npz), "--audio", "models/sample/sample.wav", "--out", str(bad),
                  "--steps1", "3", "--steps2", "0", "--clip-head", str(obj), "--threads", "1"]) == 0
+
+
+def test_fit_head_on_a_fake_flame_file_with_a_realistic_template(tmp_path, remeshed, capsys):
+    """A FLAME model file whose template is the remeshed default head: fit-head reads its template."""
+    from core.cli import main
+
+    target, _ = remeshed
+    V = len(target.vertices)
+    rng = np.random.default_rng(0)
+    weights = np.zeros((V, 5))
+    weights[:, 0] = 1.0
+    flame = tmp_path / "flame.npz"
+    np.savez(flame, v_template=target.vertices, f=target.triangles, shapedirs=rng.normal(scale=1e-6, size=(V, 3, 301)),
+             posedirs=np.zeros((V, 3, 36)), J_regressor=np.full((5, V), 1.0 / V),
+             kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]), weights=weights)
+    assert main(["fit-head", str(flame), "--out", str(tmp_path / "flame.imfit")]) == 0
+    assert "'flame' (3044 vertices)" in capsys.readouterr().out or V != 3044
+    assert main(["fit-head", str(tmp_path / "head.ply"), "--out", str(tmp_path / "x.imfit")]) == 1
+    assert "give the head as an .obj mesh" in capsys.readouterr().err and not (tmp_path / "x.imfit").exists()
+
+
+@pytest.mark.parametrize("stretch", [(1.3, 0.9, 1.0), (0.8, 1.2, 1.1)])
+def test_stylized_proportions(head, sample_animation, stretch):
+    """A cartoon-like head (the default head stretched unevenly, then remeshed): the lips still
+    close where the model's close, open as wide, and no upper-lip vertex follows the lower lip."""
+    from core.faces.head import Head
+
+    stylized = Head("stylized", head.vertices * np.array(stretch, np.float32), head.face_sizes, head.face_indices,
+                    head.shape_keys, head.regions)
+    target = remesh(stylized, keep=0.5, scale=1.0, angle=0.3, seed=5)
+    fit = hf.fit_head(head, target.vertices, target.triangles, name="Stylized")
+    out = transfer_animation(sample_animation, fit, target.vertices, CENTRES)
+    anim = sample_animation
+    As, g0 = lip_gap(anim.basis, anim.bias, anim.template, *CENTRES)
+    src_gap = np.linalg.norm(anim.weights @ As.T + g0, axis=1)
+    A, g = lip_gap(out.basis, out.bias, out.template, *target_lip_points(fit, CENTRES))
+    gap = np.linalg.norm(out.weights @ A.T + g, axis=1)
+    assert (gap[src_gap < 1e-3] < 1e-3).mean() >= 0.95 and np.corrcoef(gap, src_gap)[0, 1] > 0.95
+    src = hf._source(head)
+    up = np.isin(target.birth, head.regions["upper_lip"])
+    assert ((src.side[fit.corners[up]] == 2) * fit.bary[up]).sum(1).max() < 0.1
+
+
+def test_adapt_takes_a_flame_clip_through_the_users_flame_model(tmp_path, head, remeshed, capsys):
+    from core.cli import main
+    from core.style_profile import read_profile_info
+    from head_samples import fake_flame_with_jaw, jaw_clip
+
+    target, _ = remeshed
+    mouth_y = float(target.vertices[np.isin(target.birth, CENTRES)][:, 1].mean())
+    flame = tmp_path / "flame.npz"
+    fake_flame_with_jaw(target.vertices, target.triangles, mouth_y, flame)
+    clip = tmp_path / "tracked.npz"
+    jaw_clip(clip, Path("models/sample/sample.wav").resolve())
+    out = tmp_path / "flame.imstyle"
+    assert main(["adapt", "--clip", str(clip), "--out", str(out), "--steps1", "3", "--steps2", "0",
+                 "--threads", "1", "--no-lip-loss"]) == 1
+    assert "tracked.npz: holds FLAME parameters" in capsys.readouterr().err and not out.exists()
+    assert main(["adapt", "--clip", str(clip), "--flame", str(flame), "--out", str(out), "--steps1", "3",
+                 "--steps2", "0", "--threads", "1", "--no-lip-loss"]) == 0
+    assert read_profile_info(out)["topology"] == head.topology

@@ -129,6 +129,18 @@ def load_clip(path: str | os.PathLike, head: Head | None = None, flame: Any = No
     return validate_clip(clip, head) if head is not None else clip
 
 
+def holds_flame_params(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an .npz clip of FLAME parameters (it needs the user's FLAME model)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "vertices" not in z.files and any(k in z.files for k in _FLAME_KEYS["expression"])
+    except Exception:  # noqa: BLE001 - load_clip reports what is wrong with the file
+        return False
+
+
 def _load_npz(path: Path, flame: Any, fps: float | None, audio: Any) -> Clip:
     data = read_npz(path, fix="re-export the clip")
     is_flame = any(k in data for k in _FLAME_KEYS["expression"])

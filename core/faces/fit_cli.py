@@ -13,7 +13,7 @@ from ..errors import ImitatorError
 
 LANDMARK_HELP = ("JSON file {name: [x, y, z]} of target points overriding the automatic landmarks "
                  "(names: upper_lip_centre, lower_lip_centre, mouth_corner_left/right, nose_tip, chin, "
-                 "eye_outer/inner_left/right)")
+                 "eye_outer/inner_left/right, ear_left/right)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fit-head", help="fit the model's head onto a head mesh of any topology (for generate --head)",
                        description=__doc__.splitlines()[0])
-    p.add_argument("head", type=Path, help="target head mesh (.obj), any topology, scale and pose")
+    p.add_argument("head", type=Path, help="target head mesh (.obj, any topology, scale and pose) or a FLAME "
+                                           "model file (.pkl/.npz: its template head)")
     p.add_argument("--out", type=Path, required=True, help="head fit to write (.imfit)")
     p.add_argument("--landmarks", type=Path, help=LANDMARK_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -46,7 +47,12 @@ def fit_mesh_file(path: Path, cache_dir: Path, landmarks=None, progress=None):
     from .default_head import load_default_head
     from .head_fit import fit_head, read_obj_mesh
 
-    target = read_obj_mesh(path)
+    if Path(path).suffix.lower() in (".pkl", ".npz"):  # a FLAME model file: its template head
+        from .flame import load_flame
+
+        target = load_flame(path).head(name=Path(path).stem)
+    else:
+        target = read_obj_mesh(path)
     source = load_default_head(cache_dir)
     fit = fit_head(source, target.vertices, target.triangles(), name=target.name,
                    target_topology=target.topology, landmarks=landmarks, progress=progress)
@@ -68,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def apply_head(head_path: Path, anim, model, cache_dir: Path):
     """``generate --head``: (Animation on the target, target Head for OBJ faces). ``head_path`` is an
-    .obj (fitted now) or an .imfit (made by fit-head)."""
+    .obj or a FLAME model file (fitted now) or an .imfit (made by fit-head)."""
     from .default_head import load_default_head
     from .head_fit import HeadFit
     from .transfer import transfer_animation

@@ -183,6 +183,10 @@ def head_landmarks(head: Head) -> dict[str, int]:
         if len(lid):
             out[f"eye_outer_{side}"] = int(lid[np.argmax(sign * v[lid, 0])])
             out[f"eye_inner_{side}"] = int(lid[np.argmin(sign * v[lid, 0])])
+            # the ear: the widest point of the head between mouth and eye height
+            band = np.flatnonzero((v[:, 1] > v[out["upper_lip_centre"], 1]) & (v[:, 1] < v[lid, 1].mean()))
+            if len(band):
+                out[f"ear_{side}"] = int(band[np.argmax(sign * v[band, 0])])
     return out
 
 
@@ -482,13 +486,18 @@ def _target_sides(src: _Source, x: np.ndarray, tv: np.ndarray, tt: np.ndarray, t
     upper, lower = body[src.side[body] == _UPPER], body[src.side[body] == _LOWER]
     if not len(upper) or not len(lower):
         return np.zeros(len(tv), np.int64)
-    gap = 4e-3 * s / 1.0 * (src.size / 0.1)  # 4 mm on a 10 cm-radius head
+    gap = 6e-3 * s  # seeds: model lip vertices at least 6 mm from the other lip ...
+    near_m = 2e-3 * s  # ... whose nearest target vertex is within 2 mm
     du = cKDTree(x[lower]).query(x[upper])[0]
     dl = cKDTree(x[upper]).query(x[lower])[0]
     tidx = np.flatnonzero(tmain)
     ttree = cKDTree(tv[tidx])
-    seeds_u = np.unique(tidx[ttree.query(x[upper[du > gap]])[1]])
-    seeds_l = np.unique(tidx[ttree.query(x[lower[dl > gap]])[1]])
+
+    def seeds(points):
+        d, j = ttree.query(points)
+        return np.unique(tidx[j[d < near_m]])
+
+    seeds_u, seeds_l = seeds(x[upper[du > gap]]), seeds(x[lower[dl > gap]])
     both = np.intersect1d(seeds_u, seeds_l)
     seeds_u, seeds_l = np.setdiff1d(seeds_u, both), np.setdiff1d(seeds_l, both)
     if not len(seeds_u) or not len(seeds_l):
@@ -498,7 +507,7 @@ def _target_sides(src: _Source, x: np.ndarray, tv: np.ndarray, tt: np.ndarray, t
     geo_l = csgraph.dijkstra(graph, indices=seeds_l, min_only=True)
     # the mouth region: target vertices whose nearest model vertex lies on either side
     near = src.side[body[cKDTree(x[body]).query(tv)[1]]] != _NEUTRAL
-    margin = 2e-3 * s * (src.size / 0.1)
+    margin = 2e-3 * s
     side = np.where(near & (geo_u < geo_l - margin), _UPPER, np.where(near & (geo_l < geo_u - margin), _LOWER, 0))
     side[~tmain] = _NEUTRAL
     return side.astype(np.int64)
@@ -538,7 +547,8 @@ def read_obj_mesh(path: Path) -> Head:
     """An OBJ head mesh (polygons kept, texture/normal indices dropped) as a Head without keys."""
     path = Path(path)
     if path.suffix.lower() != ".obj":
-        raise ImitatorError(f"{path}: give the head as an .obj mesh (or a .imfit head fit)")
+        raise ImitatorError(f"{path}: give the head as an .obj mesh, a FLAME model file (.pkl/.npz) or a "
+                            f".imfit head fit")
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as e:

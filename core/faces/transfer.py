@@ -56,15 +56,18 @@ def lip_gap(basis: np.ndarray, bias: np.ndarray, template: np.ndarray, upper, lo
     """The upper-minus-lower lip point vector as A w + g0: (A (3, K), g0 (3,)). A point is a
     vertex index or (corners (3,), barycentric (3,)) on a triangle."""
 
-    def at(arr, point):  # arr (..., V, 3) -> (..., 3)
-        if np.ndim(point) == 0:
-            return arr[..., int(point), :]
-        corners, bary = point
-        return np.einsum("j,...jc->...c", np.asarray(bary, np.float64), arr[..., np.asarray(corners), :])
-
+    at = _at_point
     A = (at(basis, upper) - at(basis, lower)).T.astype(np.float64)
     g0 = (at(template + bias, upper) - at(template + bias, lower)).astype(np.float64)
     return A, g0
+
+
+def _at_point(arr: np.ndarray, point) -> np.ndarray:
+    """``arr`` (..., V, 3) at a vertex index or a (corners, barycentric) surface point -> (..., 3)."""
+    if np.ndim(point) == 0:
+        return arr[..., int(point), :]
+    corners, bary = point
+    return np.einsum("j,...jc->...c", np.asarray(bary, np.float64), arr[..., np.asarray(corners), :])
 
 
 def target_lip_points(fit: HeadFit, source_centres) -> tuple:
@@ -74,8 +77,8 @@ def target_lip_points(fit: HeadFit, source_centres) -> tuple:
 
 def reimpose_contact(anim: Animation, source_centres, basis: np.ndarray, bias: np.ndarray,
                      target_rest: np.ndarray, target_points, scale: float = 1.0) -> np.ndarray:
-    """(T, K) weights with the target's lip centres meeting wherever the model's meet: the weight
-    change that moves the target's vertices least (in the least-squares sense) while closing."""
+    """(T, K) weights with the target's lip centres meeting wherever the model's meet: each lip
+    goes half the way, by the weight change that moves the target's vertices least (least squares)."""
     w = anim.weights.astype(np.float64)
     As, gs0 = lip_gap(anim.basis, anim.bias, anim.template, *source_centres)
     gap_s = np.linalg.norm(w @ As.T + gs0, axis=1)  # (T,)
@@ -83,16 +86,19 @@ def reimpose_contact(anim: Animation, source_centres, basis: np.ndarray, bias: n
     if not strength.any():
         return anim.weights
     At, gt0 = lip_gap(basis, bias, target_rest, *target_points)
-    flat = basis.reshape(len(basis), -1).astype(np.float64)
-    Q = flat @ flat.T  # (K, K): vertex-space size of a weight change
-    S = np.linalg.inv(Q + 1e-6 * max(np.trace(Q), 1e-30) / len(Q) * np.eye(len(Q)))
-    M = At @ S @ At.T
-    M += 1e-9 * max(np.trace(M), 1e-30) * np.eye(3)
-    K = S @ At.T @ np.linalg.inv(M)  # (K, 3)
     gap_t = w @ At.T + gt0  # (T, 3)
     size = np.linalg.norm(gap_t, axis=1, keepdims=True)
     excess = gap_t * np.clip(1 - TOUCH_M * scale / np.maximum(size, 1e-30), 0, 1)  # keep TOUCH_M
-    return (w - (strength[:, None] * excess) @ K.T).astype(anim.weights.dtype)
+    # each lip goes half way: the upper point by -excess/2, the lower by +excess/2
+    C = np.concatenate([_at_point(basis, target_points[0]).T, _at_point(basis, target_points[1]).T])  # (6, K)
+    flat = basis.reshape(len(basis), -1).astype(np.float64)
+    Q = flat @ flat.T  # (K, K): vertex-space size of a weight change
+    S = np.linalg.inv(Q + 1e-6 * max(np.trace(Q), 1e-30) / len(Q) * np.eye(len(Q)))
+    M = C @ S @ C.T
+    M += 1e-9 * max(np.trace(M), 1e-30) * np.eye(6)
+    K = S @ C.T @ np.linalg.inv(M)  # (K, 6)
+    moves = np.concatenate([-0.5 * excess, 0.5 * excess], axis=1)  # (T, 6)
+    return (w + (strength[:, None] * moves) @ K.T).astype(anim.weights.dtype)
 
 
 def clip_to_model(frames: np.ndarray, fit: HeadFit, model_template: np.ndarray,

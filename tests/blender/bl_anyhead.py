@@ -1,7 +1,7 @@
-"""Generate on heads of other topologies: a decimated, scaled copy of the default head (a foreign
-mesh) and a FLAME head from a fake FLAME file whose template is a realistic (remeshed) head. The
-fit is made by the first Generate, kept in the user folder and reused; the keys' lip gap follows
-the model's."""
+"""Heads of other topologies: a decimated, scaled copy of the default head (a foreign mesh) and a
+FLAME head from a fake FLAME file whose template is a realistic (remeshed) head. The fit is made by
+the first Generate (or Fit Head), kept in the user folder and reused; the keys' lip gap follows the
+model's; Adapt Style takes such heads and FLAME clips; cancel, undo and the warm-up."""
 
 import numpy as np
 import bpy
@@ -73,7 +73,7 @@ def check_generate(ext, setup, obj):
     return keys, fit
 
 
-def test_foreign_mesh_is_fitted_once_and_animated(ext, setup):
+def test_foreign_mesh_is_fitted_once_animated_and_adapts(ext, setup):
     head, obj, folder, scene = setup
     foreign = foreign_copy(obj)
     assert len(foreign.data.vertices) < 0.8 * head.num_vertices
@@ -89,6 +89,14 @@ def test_foreign_mesh_is_fitted_once_and_animated(ext, setup):
     assert [k.name for k in foreign.data.shape_keys.key_blocks if k.name.startswith("IM_")] == keys
     assert sorted(ext.mod("imitator_blender.preferences").user_dir("fits").iterdir()) == fits
     assert fits[0].stat().st_mtime_ns == stamp
+    # the foreign head now speaks: Adapt Style from it (through its fit onto the model head)
+    settings = scene.imitator_adapt
+    settings.source, settings.style_name, settings.steps1, settings.steps2 = "OBJECT", "Foreign Style", 5, 0
+    settings.audio_path = sample_audio(ext)
+    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
+    path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
+    meta = ext.mod("core.style_profile").read_profile_info(path)
+    assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
     # a plane is refused before anything runs, and nothing changes
     bpy.ops.mesh.primitive_grid_add(x_subdivisions=20, y_subdivisions=20)
     before = snapshot()
@@ -97,27 +105,36 @@ def test_foreign_mesh_is_fitted_once_and_animated(ext, setup):
     assert snapshot() == before
 
 
-def test_flame_head_from_a_fake_flame_file_animates(ext, setup, tmp_dir):
+def test_flame_head_and_flame_clip_from_a_fake_flame_file(ext, setup, tmp_dir):
+    """Add FLAME Head from a FLAME file whose template is a remeshed head: Generate animates it; a
+    clip of FLAME parameters adapts a style through the preferences' FLAME model."""
+    from tests.head_samples import fake_flame_with_jaw, jaw_clip
+
     head, obj, folder, scene = setup
-    foreign = foreign_copy(obj, name="Template", ratio=0.7, scale=1.0)
-    co = np.empty(len(foreign.data.vertices) * 3, np.float32)
-    foreign.data.vertices.foreach_get("co", co)
-    core_v = ext.mod("imitator_blender.mesh").blender_to_core(co.reshape(-1, 3)).astype(np.float64)
-    tris = ext.mod("imitator_blender.mesh").mesh_triangles(foreign.data)
-    V = len(core_v)
-    rng = np.random.default_rng(0)
-    weights = np.zeros((V, 5))
-    weights[:, 0] = 1.0
-    regressor = np.full((5, V), 1.0 / V)
-    path = tmp_dir / "fake_flame.npz"
-    np.savez(path, v_template=core_v, f=tris.astype(np.int64), shapedirs=rng.normal(scale=1e-5, size=(V, 3, 400)),
-             posedirs=np.zeros((V, 3, 36)), J_regressor=regressor,
-             kintree_table=np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]), weights=weights)
-    bpy.data.objects.remove(foreign)
+    template = foreign_copy(obj, name="Template", ratio=0.7, scale=1.0)
+    co = np.empty(len(template.data.vertices) * 3, np.float32)
+    template.data.vertices.foreach_get("co", co)
+    mesh = ext.mod("imitator_blender.mesh")
+    core_v = mesh.blender_to_core(co.reshape(-1, 3)).astype(np.float64)
+    mouth_y = float(head.vertices[int(head.regions["upper_lip_centre"][0]), 1])
+    path = tmp_dir / "flame.npz"
+    fake_flame_with_jaw(core_v, mesh.mesh_triangles(template.data), mouth_y, path)
+    bpy.data.objects.remove(template)
     assert bpy.ops.imitator.add_flame_head(filepath=str(path)) == {"FINISHED"}
     flame = bpy.context.active_object
-    assert len(flame.data.vertices) == V
+    assert len(flame.data.vertices) == len(core_v)
     check_generate(ext, setup, flame)
+
+    jaw_clip(tmp_dir / "take.npz", sample_audio(ext))
+    bpy.context.preferences.addons[ext.module].preferences.flame_model_path = str(path)
+    settings = scene.imitator_adapt
+    settings.source, settings.clip_path, settings.style_name = "FILE", str(tmp_dir / "take.npz"), "Tracked"
+    settings.steps1, settings.steps2 = 5, 0
+    before = snapshot()
+    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
+    profile = ext.mod("imitator_blender.style_ui").styles_dir() / "Tracked.imstyle"
+    assert ext.mod("core.style_profile").read_profile_info(profile)["topology"] == head.topology
+    assert snapshot() == before  # a profile file, nothing in the scene
 
 
 def test_fit_head_button_landmarks_and_cancel(ext, setup):
@@ -166,15 +183,51 @@ def test_fit_head_button_landmarks_and_cancel(ext, setup):
         bpy.ops.imitator.fit_head()
 
 
-def test_adapt_style_from_an_animated_head_of_another_topology(ext, setup):
+def test_warm_up_loads_the_model_once_for_the_first_click(ext, setup):
+    head, obj, folder, scene = setup
+    warm = ext.mod("imitator_blender.warmup")
+    panels = ext.mod("imitator_blender.panels")
+
+    class Layout:  # the main panel's draw starts the warm-up; its layout calls are not looked at
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+    panels.IMITATOR_PT_main.draw(type("P", (), {"layout": Layout()})(), bpy.context)
+    thread = warm.MODELS._thread
+    assert thread is not None and thread.name == "imitator-warmup"
+    thread.join(120)
+    assert warm.MODELS.warm_seconds is not None
+    model = warm.MODELS._entry[1]
+    warm.warm_up_once(bpy.context)
+    assert warm.MODELS._thread is thread  # once per session
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert warm.MODELS._entry[1] is model  # the click used the warm model
+    # new weights in the folder: the next Generate loads them
+    tiny_model = __import__("scene_setup").tiny_model
+    tiny_model(ext, head, folder, seed=3)
+    assert bpy.ops.imitator.generate() == {"FINISHED"}
+    assert warm.MODELS._entry[1] is not model
+
+
+def test_cancel_and_undo_on_a_foreign_head(ext, setup):
     head, obj, folder, scene = setup
     foreign = foreign_copy(obj)
-    check_generate(ext, setup, foreign)  # the foreign head now speaks (its keys are animated)
-    settings = scene.imitator_adapt
-    settings.source, settings.style_name, settings.steps1, settings.steps2 = "OBJECT", "Foreign Style", 5, 0
-    settings.audio_path = sample_audio(ext)
-    bpy.context.view_layer.objects.active = foreign
-    assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
-    path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
-    meta = ext.mod("core.style_profile").read_profile_info(path)
-    assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
+    name = foreign.name
+    ops = ext.mod("imitator_blender.generate_operators")
+    fits = ext.mod("imitator_blender.preferences").user_dir("fits")
+    before = snapshot()
+    # cancelled (Esc) while the model or the fit runs: nothing baked, no fit written
+    run = ops.GenerateRun.start(bpy.context)
+    run.cancel(bpy.context)
+    assert run.job.wait(120)
+    assert snapshot() == before and not list(fits.iterdir())
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window):
+        bpy.ops.ed.undo_push(message="before Generate")
+        before = snapshot()
+        assert bpy.ops.imitator.generate("EXEC_DEFAULT", True) == {"FINISHED"}
+        assert any(k.name.startswith("IM_") for k in bpy.data.objects[name].data.shape_keys.key_blocks)
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == before  # the bake on the foreign head is gone in one step
+
