@@ -8,7 +8,7 @@ train-sentence utterances (seeded order, concatenated, exactly L seconds) and th
 to it: stage 1 alone (style vector) and stages 1+2 (+ the motion decoder's final layer). Each
 profile, and the generic model (the mean of the training styles), then speaks the subject's
 test-sentence utterances (sentences no one was trained on); lip vertex error, mean vertex error and
-the m/b/p closure rate are pooled over subjects (``core.metrics.MetricSums``). Closures for the lip
+the m/b/p closure rate are pooled over subjects (``core.evaluate.metrics.MetricSums``). Closures for the lip
 contact loss come from the corpus's phone timings; a separate timing row adapts a 10 s reference
 the way a user's clip is adapted (closures recognized in the audio, all stages), on ``--threads``.
 
@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from bench.common import report
-from core.adapt import AdaptSettings, adapt
+from core.style.adapt import AdaptSettings, adapt
 from core.data.clips import Clip
 from core.data.closure_labels import closure_mask, utterance_closures
 from core.data.vocaset import open_corpus
-from core.metrics import MetricSums, resolve_regions
+from core.evaluate.metrics import MetricSums, resolve_regions
 from core.model.checkpoint import from_pretrained
 from core.model.closure import close_lips
-from core.style_profile import StyleProfile, model_hash
+from core.style.profile import StyleProfile, model_hash
 
 
 @dataclass

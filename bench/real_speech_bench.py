@@ -12,7 +12,7 @@ on enough pause frames (the single prompts have almost none).
 Phone timings: every recording is force-aligned with its transcript (``core.bilabial.Aligner``);
 a clip reuses its prompts' alignments, shifted, with the inserted pauses as silence; the TTS
 renderings use the engine's own phone timings (exact). On the model's lip centres ("closed" =
-within 1 mm, ``core.metrics``):
+within 1 mm, ``core.evaluate.metrics``):
 * closures: m/b/p intervals in which the lips close at some frame (and with +-2 frames);
 * false closures: frames of speech (aligned phones) more than 100 ms from any aligned m/b/p with
   the lips closed;
@@ -40,7 +40,7 @@ from core.audio import load_audio
 from core.bilabial import BILABIALS, Alignment, Aligner, Interval
 from core.data import tts
 from core.data.real_speech import list_prompts
-from core.metrics import CLOSED_GAP_M, animation_lip_opening, interval_frames
+from core.evaluate.metrics import CLOSED_GAP_M, animation_lip_opening, interval_frames
 from core.model.rest import HOP_S, speech_mask
 
 SR = 16000

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ from .errors import ImitatorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BILABIALS", "Interval", "Alignment", "Aligner", "align_transcript",
+__all__ = ["BILABIALS", "Interval", "interval_frames", "Alignment", "Aligner", "align_transcript",
            "closures_from_transcript", "closures_from_audio", "detect_closures", "closure_frames",
            "precision_recall", "add_commands"]
 
@@ -328,3 +329,15 @@ def _run(args: argparse.Namespace) -> int:
         with atomic_write(args.json) as f:
             f.write(json.dumps([asdict(iv) for iv in intervals], indent=1).encode())
     return 0
+
+
+def interval_frames(iv: Interval, fps: float, num_frames: int) -> np.ndarray:
+    """Frame indices whose time i / fps lies in [start, end); the frame nearest the middle when none
+    does; empty when the interval lies outside the clip."""
+    first = max(0, int(math.ceil(iv.start_s * fps - 1e-9)))
+    last = min(num_frames, int(math.ceil(iv.end_s * fps - 1e-9)))  # exclusive
+    if first < last:
+        return np.arange(first, last)
+    if iv.end_s <= 0 or iv.start_s >= num_frames / fps:
+        return np.zeros(0, dtype=np.int64)
+    return np.array([min(max(int(round(0.5 * (iv.start_s + iv.end_s) * fps)), 0), num_frames - 1)])

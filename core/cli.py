@@ -19,9 +19,9 @@ from pathlib import Path
 from .errors import ImitatorError
 
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
-COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".metrics", ".generate_cli", ".adapt",
+COMMAND_MODULES: list[str] = [".data.commands", ".bilabial", ".train", ".evaluate.metrics", ".generate_cli", ".style.adapt",
                               ".model.convert",
-                              ".model.closure",
+                              ".train.closure_fit",
                               ".faces.fit_cli"]
 
 

@@ -45,7 +45,7 @@ def parse_style(model, text: str | None):
     if text is None:
         return 0
     if text.endswith(".imstyle"):
-        from .style_profile import load_style_profile
+        from .style.profile import load_style_profile
 
         return load_style_profile(Path(text), model)
     if text.isdigit():

@@ -89,7 +89,7 @@ def plot_animation(path: str | Path, anim, audio: str | Path, centres: tuple[int
     """``plot_lip_sync`` of an Animation: its lip-centre gap, the audio file's level and voice
     activity (streamed, as generation measures them) and the given m/b/p intervals."""
     from .audio import stream_audio
-    from .metrics import animation_lip_opening
+    from .evaluate.metrics import animation_lip_opening
     from .model.rest import HOP_S, VoiceLevels, speech_mask
 
     voice = VoiceLevels(16000)

@@ -218,7 +218,7 @@ def run(request: GenerateRequest, report) -> GenerateResult:
                             f"vertices, the head has {request.num_vertices}; choose another model")
     style = request.style
     if isinstance(style, (str, os.PathLike)) and str(style).endswith(".imstyle"):
-        from ..core.style_profile import load_style_profile
+        from ..core.style.profile import load_style_profile
 
         style = load_style_profile(Path(style), model)
     closures, notes = None, []

@@ -2,7 +2,7 @@
 
 Adapt Style reads a tracked clip file, or the active animated mesh evaluated over the scene's frame
 range (with the speech from a sound strip or an audio file), on the main thread; the model loads
-and adapts in a worker thread (``core.adapt``), which never touches bpy; the main thread writes the
+and adapts in a worker thread (``core.style.adapt``), which never touches bpy; the main thread writes the
 profile into the styles folder and updates the list. Interactive (the button): a modal operator
 with a timer shows progress, Esc cancels and nothing is written. Scripts and headless runs
 (``execute``) use the same job and wait for it.
@@ -19,7 +19,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import ImitatorError
 from ..core.fileio import atomic_write
-from ..core.style_profile import SUFFIX, StyleProfile, read_profile_info
+from ..core.style.profile import SUFFIX, StyleProfile, read_profile_info
 from . import dependencies
 from .generate_job import INSTALL_HINT, resolve_model_folder
 from .jobs import BackgroundJob, JobOperator
@@ -27,7 +27,7 @@ from .mesh import blender_to_core, mesh_topology, require_mesh
 from .preferences import prefs, user_dir
 from .style_ui import clean_name, refresh_styles, rename_style, styles_dir, unique_name
 
-MAX_SECONDS = 30.0  # frames read from an object (core.adapt uses at most this much too)
+MAX_SECONDS = 30.0  # frames read from an object (core.style.adapt uses at most this much too)
 
 
 # --------------------------------------------------------------------------- main thread: inputs
@@ -187,7 +187,7 @@ def _sound_strip(scene, obj, first: int, last: int) -> tuple[Path, float]:
 
 def run_adaptation(request: AdaptRequest, report) -> StyleProfile:
     """Load the model and the clip, adapt; ``report(fraction, text)`` raises once cancelled."""
-    from ..core.adapt import AdaptSettings, adapt
+    from ..core.style.adapt import AdaptSettings, adapt
     from ..core.model.checkpoint import from_pretrained
     from .generate_job import resolve_device
 
@@ -411,7 +411,7 @@ def _selected(context) -> Path:
 
 def validate_profile_file(path: Path) -> dict:
     """The profile's metadata; a one-line error for anything that is not a readable profile."""
-    from ..core.style_profile import load_style_profile
+    from ..core.style.profile import load_style_profile
 
     info = read_profile_info(path)  # header: format, version, truncation (needs nothing installed)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import bpy
 
 from ..core.errors import ImitatorError
-from ..core.style_profile import SUFFIX, read_profile_info
+from ..core.style.profile import SUFFIX, read_profile_info
 from .preferences import user_dir
 
 STYLES_FOLDER = "styles"

@@ -56,7 +56,7 @@ def _seeds(folder: Path) -> dict[str, bytes]:
     from core.data.clips import Clip, save_clip_npz
     from core.data.livelink import write_arkit_csv
     from core.data.meshfiles import write_obj, write_ply
-    from core.style_profile import StyleProfile
+    from core.style.profile import StyleProfile
 
     rng = np.random.default_rng(0)
     out: dict[str, bytes] = {}
@@ -104,7 +104,7 @@ def _readers() -> dict[str, tuple[str, Callable[[Path], object]]]:
     from core.data.vocaset import _read_templates
     from core.faces.flame import load_flame, load_flame_masks
     from core.model.convert import read_official_state
-    from core.style_profile import load_style_profile
+    from core.style.profile import load_style_profile
 
 
     return {

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.adapt import (AdaptCancelled, AdaptSettings, _Fit, _Reduced, adapt, align_clip, fit_loss_terms,
+from core.style.adapt import (AdaptCancelled, AdaptSettings, _Fit, _Reduced, adapt, align_clip, fit_loss_terms,
                         prepare_clip, rigid_transform)
 from core.data.clips import Clip, save_clip_npz
 from core.errors import ImitatorError
 from core.model import Imitator, ImitatorConfig
 from core.model.generate import generate
 from core.model.losses import imitator_loss
-from core.style_profile import SUFFIX, load_style_profile, model_hash, read_profile_info
+from core.style.profile import SUFFIX, load_style_profile, model_hash, read_profile_info
 from tiny_corpus import cli_main
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
@@ -324,8 +324,8 @@ def test_bad_clips_get_one_line_errors_naming_the_clip():
 def test_cli_adapt_then_generate_with_the_profile(tmp_path, capsys):
     import core.cli
 
-    if ".adapt" not in core.cli.COMMAND_MODULES:
-        core.cli.COMMAND_MODULES.append(".adapt")
+    if ".style.adapt" not in core.cli.COMMAND_MODULES:
+        core.cli.COMMAND_MODULES.append(".style.adapt")
     model = tiny_model()
     model.save_pretrained(tmp_path / "model")
     style, _ = person(model)

@@ -460,7 +460,7 @@ def _(tmp, model):
 
 @case("style-truncated", "s.imstyle", "truncated", fix="adapt again")
 def _(tmp, model):
-    from core.style_profile import StyleProfile
+    from core.style.profile import StyleProfile
 
     StyleProfile(np.zeros(16, np.float32), meta={"name": "s"}).save(tmp / "s.imstyle")
     data = (tmp / "s.imstyle").read_bytes()
@@ -470,7 +470,7 @@ def _(tmp, model):
 
 @case("style-other-model", "s.imstyle", "not with this model", fix="adapt the style again")
 def _(tmp, model):
-    from core.style_profile import StyleProfile
+    from core.style.profile import StyleProfile
 
     StyleProfile(np.zeros(16, np.float32), meta={"name": "s", "base_model": "0" * 64,
                                                  "num_vertices": V}).save(tmp / "s.imstyle")

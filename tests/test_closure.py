@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.errors import ImitatorError
-from core.metrics import lip_opening
+from core.evaluate.metrics import lip_opening
 from core.model.closure import close_lips, closing_strength, closure_options
 from core.model.config import ImitatorConfig
 from core.model.generate import generate

@@ -232,7 +232,7 @@ def test_adapt_takes_a_clip_of_another_topology(tmp_path, head, sample_animation
     from core.cli import main
     from core.data.clips import Clip, save_obj_sequence
     from core.faces.head import Head
-    from core.style_profile import read_profile_info
+    from core.style.profile import read_profile_info
 
     target, fit = remeshed
     moved = transfer_animation(sample_animation, fit, target.vertices, CENTRES).vertices().astype(np.float32)
@@ -303,7 +303,7 @@ def test_stylized_proportions(head, sample_animation, stretch):
 
 def test_adapt_takes_a_flame_clip_through_the_users_flame_model(tmp_path, head, remeshed, capsys):
     from core.cli import main
-    from core.style_profile import read_profile_info
+    from core.style.profile import read_profile_info
     from head_samples import fake_flame_with_jaw, jaw_clip
 
     target, _ = remeshed

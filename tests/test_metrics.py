@@ -10,7 +10,7 @@ import pytest
 
 from core.bilabial import Interval
 from core.errors import ImitatorError
-from core.metrics import (FaceRegions, MetricSums, closures_reached, dtw, evaluate, fdd, lip_max_distance,
+from core.evaluate.metrics import (FaceRegions, MetricSums, closures_reached, dtw, evaluate, fdd, lip_max_distance,
                           lip_max_squared_distance, lip_opening, mean_vertex_distance, predict_vertices,
                           upper_face_dynamics)
 from core.model import Imitator, ImitatorConfig

@@ -73,7 +73,7 @@ def test_plot_writes_a_png_and_refuses_other_names(tmp_path):
 
 def test_animation_lip_opening_equals_the_vertex_gap():
     from core.animation import Animation
-    from core.metrics import animation_lip_opening, lip_opening
+    from core.evaluate.metrics import animation_lip_opening, lip_opening
 
     rng = np.random.default_rng(0)
     anim = Animation(template=rng.normal(size=(30, 3)).astype(np.float32),

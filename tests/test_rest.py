@@ -96,7 +96,7 @@ def test_rest_pose_weights_bring_the_mouth_region_to_rest_and_keep_the_rest():
 
 
 def test_shipped_model_rests_in_the_pause_and_streams_alike(speech_with_pause):
-    from core.metrics import lip_opening
+    from core.evaluate.metrics import lip_opening
     from core.model.checkpoint import from_pretrained
     from core.model.generate import generate
 

@@ -59,7 +59,7 @@ def test_aligned_closures_or_a_warning_when_the_text_does_not_fit(speech, caplog
 
 
 def test_generate_with_transcript_closes_every_mbp_and_plots(speech, tmp_path, capsys):
-    from core.metrics import closures_reached
+    from core.evaluate.metrics import closures_reached
 
     wav = tmp_path / "take.wav"
     sf.write(wav, speech, SR)

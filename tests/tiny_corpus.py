@@ -28,7 +28,7 @@ SENTENCES = ("s1", "s2")
 PHONES = [["SIL", 0.0, 0.2], ["M", 0.2, 0.3], ["AA", 0.3, 0.6], ["P", 0.6, 0.65], ["SIL", 0.65, 1.0]]
 TINY_MODEL = {"encoder": "logmel", "encoder_options": {"dim": 16, "n_mels": 20}, "feature_dim": 16,
               "ff_dim": 32, "window": 80, "overlap": 20}
-COMMANDS = (".train", ".metrics", ".generate_cli")
+COMMANDS = (".train", ".evaluate.metrics", ".generate_cli")
 
 
 @pytest.fixture(autouse=True)

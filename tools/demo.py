@@ -99,7 +99,7 @@ def lip_gaps(ext, obj, scene) -> np.ndarray:
     """(frames,) signed vertical gap between the lip centres of the evaluated head at every scene
     frame (what scrubbing shows); negative when the lips press into each other."""
     head = ext("core.faces.default_head").load_default_head(ext("imitator_blender.preferences").user_dir("cache"))
-    upper, lower = ext("core.metrics").FaceRegions.from_head(head).lip_centres
+    upper, lower = ext("core.evaluate.metrics").FaceRegions.from_head(head).lip_centres
     import bpy
 
     gaps = []
@@ -120,10 +120,10 @@ def report_closures(ext, audio: Path, gaps: np.ndarray, fps: float) -> None:
     except Exception as e:  # noqa: BLE001 - optional: pocketsphinx may be missing
         print(f"lip closures: not checked ({' '.join(str(e).split())[:100]})")
         return
-    threshold = ext("core.metrics").CLOSED_GAP_M
+    threshold = ext("core.evaluate.metrics").CLOSED_GAP_M
     reached = []
     for iv in intervals:
-        frames = ext("core.metrics").interval_frames(iv, fps, len(gaps))
+        frames = ext("core.evaluate.metrics").interval_frames(iv, fps, len(gaps))
         if frames.size:
             reached.append(gaps[frames].min() < threshold)
     print(f"lip closures: {sum(reached)} of {len(reached)} m/b/p intervals close below "

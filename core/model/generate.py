@@ -33,7 +33,7 @@ import torch
 
 from ..animation import Animation
 from ..errors import ImitatorError
-from ..style_profile import StyleProfile
+from ..style.profile import StyleProfile
 from .config import LONG_AUDIO_METHODS
 from .encoders import num_frames_for, prepare_audio
 from .closure import close_lips, transcript_contact

@@ -60,7 +60,7 @@ class Augmenter:
 
     # --- waveform --------------------------------------------------------------------------------
     def waveform(self, audio: torch.Tensor, g: torch.Generator, active: torch.Tensor) -> torch.Tensor:
-        c, (B, N) = self.config, audio.shape
+        c, B = self.config, audio.shape[0]
         x = audio
         on = active & _draw(g, B, c.reverb)
         if on.any():
@@ -106,7 +106,7 @@ class Augmenter:
 
     # --- spectrum --------------------------------------------------------------------------------
     def spectral(self, spec: torch.Tensor, g: torch.Generator, active: torch.Tensor) -> torch.Tensor:
-        c, (B, Fq, K) = self.config, spec.shape
+        c, (B, Fq) = self.config, spec.shape[:2]
         f = torch.linspace(0, self.sr / 2, Fq)  # bin frequencies, Hz
         gain = torch.ones(B, Fq)
         tel = active & _draw(g, B, c.telephone)

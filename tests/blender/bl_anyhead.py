@@ -95,7 +95,7 @@ def test_foreign_mesh_is_fitted_once_animated_and_adapts(ext, setup):
     settings.audio_path = sample_audio(ext)
     assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
     path = ext.mod("imitator_blender.style_ui").styles_dir() / "Foreign Style.imstyle"
-    meta = ext.mod("core.style_profile").read_profile_info(path)
+    meta = ext.mod("core.style.profile").read_profile_info(path)
     assert meta["topology"] == head.topology and meta["clip"] == "object 'Foreign'"
     # a plane is refused before anything runs, and nothing changes
     bpy.ops.mesh.primitive_grid_add(x_subdivisions=20, y_subdivisions=20)
@@ -133,7 +133,7 @@ def test_flame_head_and_flame_clip_from_a_fake_flame_file(ext, setup, tmp_dir):
     before = snapshot()
     assert bpy.ops.imitator.adapt_style() == {"FINISHED"}
     profile = ext.mod("imitator_blender.style_ui").styles_dir() / "Tracked.imstyle"
-    assert ext.mod("core.style_profile").read_profile_info(profile)["topology"] == head.topology
+    assert ext.mod("core.style.profile").read_profile_info(profile)["topology"] == head.topology
     assert snapshot() == before  # a profile file, nothing in the scene
 
 

@@ -40,7 +40,7 @@ def expected_at(anim, rest, seconds):
 
 
 def lip_gaps(ext, head, obj, frames):
-    centres = ext.mod("core.metrics").FaceRegions.from_head(head).lip_centres
+    centres = ext.mod("core.evaluate.metrics").FaceRegions.from_head(head).lip_centres
     gaps = []
     for f in frames:
         bpy.context.scene.frame_set(f)
@@ -255,7 +255,7 @@ def test_bad_input_cancel_and_busy_change_nothing(ext, setup, tmp_dir):
         deps.missing_modules = real
 
     # A style profile adapted with another model (the style list's selection).
-    profiles = ext.mod("core.style_profile")
+    profiles = ext.mod("core.style.profile")
     model = ext.mod("core.model.checkpoint").from_pretrained(setup.folder)
     style_ui = ext.mod("imitator_blender.style_ui")
     wm = bpy.context.window_manager

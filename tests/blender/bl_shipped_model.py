@@ -11,7 +11,7 @@ from scene_setup import default_head, ensure_runtime_packages, evaluated, sample
 
 def scrub_gaps(ext, head, obj, scene) -> np.ndarray:
     """(frames,) distance between the lip centres of the evaluated head at every scene frame."""
-    upper, lower = ext.mod("core.metrics").FaceRegions.from_head(head).lip_centres
+    upper, lower = ext.mod("core.evaluate.metrics").FaceRegions.from_head(head).lip_centres
     gaps = []
     for frame in range(scene.frame_start, scene.frame_end + 1):
         scene.frame_set(frame)
@@ -23,7 +23,7 @@ def scrub_gaps(ext, head, obj, scene) -> np.ndarray:
 def closed_intervals(ext, gaps: np.ndarray, intervals, fps: float) -> list[bool]:
     """Per m/b/p interval: does the gap drop below 1 mm on a frame inside it? Frame f (from 1)
     shows time (f - 1) / fps, so gap index i is time i / fps, the metrics' convention."""
-    metrics = ext.mod("core.metrics")
+    metrics = ext.mod("core.evaluate.metrics")
     out = []
     for iv in intervals:
         frames = metrics.interval_frames(iv, fps, len(gaps))

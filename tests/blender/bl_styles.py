@@ -174,7 +174,7 @@ def test_adapt_from_an_animated_object_generate_with_it_and_manage_the_list(ext,
     path = ui.selected_style_path(bpy.context)
     assert path == s.styles / "Actor Style.imstyle"
 
-    profile = ext.mod("core.style_profile").load_style_profile(path, s.model)
+    profile = ext.mod("core.style.profile").load_style_profile(path, s.model)
     meta = profile.meta
     assert meta["topology"] == s.head.topology and meta["stages"] == 2 and meta["base_model_name"] == "model"
     assert meta["clip"] == "object 'Actor'" and meta["clip_seconds"] == pytest.approx(3.0, abs=0.05)

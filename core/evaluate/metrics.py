@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bilabial import Interval
-from .errors import ImitatorError
+from ..bilabial import Interval, interval_frames
+from ..errors import ImitatorError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class FaceRegions:
         """Regions of a ``core.faces.head.Head`` (the default head has all three)."""
         regions = cls.from_regions(head.regions, f"head '{head.name}'")
         if regions.lip_centres is None and "upper_lip" in head.regions:
-            from .data.visemes import lip_centres
+            from ..data.visemes import lip_centres
 
             regions.lip_centres = lip_centres(head)
         return regions
@@ -188,18 +187,6 @@ def fdd(pred: np.ndarray, gt: np.ndarray, template: np.ndarray, upper: np.ndarra
     """Upper-face dynamics deviation of one sequence: dynamics of gt minus those of pred."""
     pred, gt = _pair(pred, gt)
     return upper_face_dynamics(gt, template, upper) - upper_face_dynamics(pred, template, upper)
-
-
-def interval_frames(iv: Interval, fps: float, num_frames: int) -> np.ndarray:
-    """Frame indices whose time i / fps lies in [start, end); the frame nearest the middle when none
-    does; empty when the interval lies outside the clip."""
-    first = max(0, int(math.ceil(iv.start_s * fps - 1e-9)))
-    last = min(num_frames, int(math.ceil(iv.end_s * fps - 1e-9)))  # exclusive
-    if first < last:
-        return np.arange(first, last)
-    if iv.end_s <= 0 or iv.start_s >= num_frames / fps:
-        return np.zeros(0, dtype=np.int64)
-    return np.array([min(max(int(round(0.5 * (iv.start_s + iv.end_s) * fps)), 0), num_frames - 1)])
 
 
 def closures_reached(vertices: np.ndarray, intervals: Sequence[Interval], centres: tuple[int, int],
@@ -346,7 +333,7 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
     for all styles when the clip fits the model's window."""
     import torch
 
-    from .model.generate import generate, to_animation
+    from ..model.generate import generate, to_animation
 
     device = next(model.parameters()).device
     if num_frames > model.config.window:
@@ -400,7 +387,7 @@ def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | in
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """``python -m core evaluate --model M --data DIR [--split test] [--out metrics.json]``."""
-    from .data.commands import DEFAULT_HEAD_CACHE as DEFAULT_CACHE
+    from ..data.commands import DEFAULT_HEAD_CACHE as DEFAULT_CACHE
 
     p = sub.add_parser("evaluate", help="lip vertex error, lip-sync, FDD and closure rate of a model on a "
                                         "dataset split", description=__doc__.splitlines()[0])
@@ -456,12 +443,12 @@ def resolve_regions(corpus, args: argparse.Namespace) -> FaceRegions:
         upper = read_indices(args.upper_mask) if args.upper_mask is not None else None
         return FaceRegions(read_indices(args.lip_mask), upper, centres)
     if args.flame_masks is not None:
-        from .faces.flame import load_flame_masks
+        from ..faces.flame import load_flame_masks
 
         return FaceRegions.from_regions(load_flame_masks(args.flame_masks, corpus.num_vertices),
                                         str(args.flame_masks))
     topology = str(corpus.info.get("topology", ""))
-    from .faces.default_head import load_default_head
+    from ..faces.default_head import load_default_head
 
     try:
         head = load_default_head(args.cache_dir)
@@ -479,11 +466,11 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .data.closure_labels import corpus_closures
-    from .data.vocaset import open_corpus
-    from .fileio import atomic_write
-    from .model.checkpoint import from_pretrained
-    from .device import pick_device
+    from ..data.closure_labels import corpus_closures
+    from ..data.vocaset import open_corpus
+    from ..fileio import atomic_write
+    from ..model.checkpoint import from_pretrained
+    from ..device import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

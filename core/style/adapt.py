@@ -23,7 +23,7 @@ stage keeps the parameters with the lowest held-out loss) and works on CPU in se
    are identical, and stage 2 moves W~ within the span, where its gradient lies. A step then costs
    O(T d (d + r)) instead of O(T d V): 600 steps on a 20 s clip take seconds, not minutes.
 
-The result is a ``StyleProfile`` (``core.style_profile``): the style vector, the adapted final
+The result is a ``StyleProfile`` (``core.style.profile``): the style vector, the adapted final
 layer when stage 2 ran, and metadata naming the base model; ``generate(..., style=profile)`` uses it.
 """
 
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ImitatorError
-from .style_profile import SUFFIX, StyleProfile, model_hash, model_topology
+from ..errors import ImitatorError
+from .profile import SUFFIX, StyleProfile, model_hash, model_topology
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,9 @@ def prepare_clip(model, clip, settings: AdaptSettings | None = None,
 
     ``template``: the person's neutral face in the model's topology (default: the model's template).
     """
-    from .data.clips import resample, validate_clip
-    from .faces.head import Head
-    from .model.encoders import prepare_audio
+    from ..data.clips import resample, validate_clip
+    from ..faces.head import Head
+    from ..model.encoders import prepare_audio
 
     settings = (settings or AdaptSettings()).validate()
     cfg = model.config
@@ -233,8 +233,8 @@ def _template(model, template: np.ndarray | None) -> np.ndarray:
 def find_closures(audio: np.ndarray, sr: int, fps: float, num_frames: int,
                   transcript: str | None = None) -> tuple[np.ndarray | None, str]:
     """(T,) m/b/p closure mask of the clip and where it came from; (None, why) if no detector."""
-    from .bilabial import closures_from_audio, closures_from_transcript
-    from .data.closure_labels import closure_mask
+    from ..bilabial import closures_from_audio, closures_from_transcript
+    from ..data.closure_labels import closure_mask
 
     try:
         if transcript and transcript.strip():
@@ -253,7 +253,7 @@ def fit_loss_terms(pred: torch.Tensor, target: torch.Tensor, config, closures: t
                    scale: float = 1.0) -> dict[str, torch.Tensor]:
     """The model's loss terms of (T, C) predictions in any coordinates whose squared norms equal
     the vertex ones, ``scale`` = C / 3V (``imitator_loss`` averages over its C columns)."""
-    from .model.losses import imitator_loss
+    from ..model.losses import imitator_loss
 
     terms = imitator_loss(pred[None, :, :, None], target[None, :, :, None], config, closures)
     return {"total": terms.total * scale, "reconstruction": terms.reconstruction * scale,
@@ -331,7 +331,7 @@ def _run_stage(stage: int, fit: _Fit, params: dict[str, torch.Tensor], lrs: dict
                ) -> dict[str, Any]:
     """Adam on ``params`` (deltas, scaled inside ``forward``); keeps the step with the best held-out
     loss (the training loss without a held-out tail) and stops after ``patience`` steps without one."""
-    from .model.imitator import _single_thread
+    from ..model.imitator import _single_thread
 
     with _single_thread():  # (T, r) tensors: a second thread only waits (8x slower on a loaded 2-core box)
         return _stage_loop(stage, fit, params, lrs, forward, steps, settings, progress, cancel)
@@ -510,7 +510,7 @@ def adapt(model, clip, *, name: str = "style", settings: AdaptSettings | None = 
 
 def _closure_mask(prepared: PreparedClip, closures: Any, transcript: str | None,
                   say: Status) -> tuple[np.ndarray | None, str]:
-    from .data.closure_labels import closure_mask
+    from ..data.closure_labels import closure_mask
 
     T = prepared.num_frames
     if closures is None:
@@ -532,7 +532,7 @@ def _closure_mask(prepared: PreparedClip, closures: Any, transcript: str | None,
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """``python -m core adapt --model M --clip CLIP --out NAME.imstyle``."""
-    from .data.commands import DEFAULT_HEAD_CACHE
+    from ..data.commands import DEFAULT_HEAD_CACHE
 
     d = AdaptSettings()
     p = sub.add_parser("adapt", help="a speaking style from a tracked clip -> NAME.imstyle profile",
@@ -577,10 +577,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .data.clips import load_clip
-    from .generate_cli import default_model_path
-    from .model.checkpoint import from_pretrained
-    from .device import pick_device
+    from ..data.clips import load_clip
+    from ..generate_cli import default_model_path
+    from ..model.checkpoint import from_pretrained
+    from ..device import pick_device
 
     out = args.out  # checked by core.cli.check_outputs (suffix, exists, folder, writable)
     if args.threads:
@@ -592,23 +592,23 @@ def _run(args: argparse.Namespace) -> int:
     model = from_pretrained(folder, pick_device(args.device))
     head = flame = None
     if args.clip.suffix.lower() == ".csv":
-        from .faces.default_head import load_default_head
+        from ..faces.default_head import load_default_head
 
         head = load_default_head(args.cache_dir)
     if args.flame is not None:
-        from .faces.flame import load_flame
+        from ..faces.flame import load_flame
 
         flame = load_flame(args.flame)
     clip = load_clip(args.clip, head=head, flame=flame, fps=args.fps, audio=args.audio)
     if clip.vertices.shape[1] != model.config.num_vertices:  # another topology: through a head fit
-        from .faces.default_head import load_default_head
-        from .faces.fit_cli import clip_onto_model_head, clip_triangles
+        from ..faces.default_head import load_default_head
+        from ..faces.fit_cli import clip_onto_model_head, clip_triangles
 
         clip, _ = clip_onto_model_head(clip, clip_triangles(args.clip, args.clip_head, flame),
                                        load_default_head(args.cache_dir))
     neutral = None
     if args.neutral is not None:
-        from .data.meshfiles import read_mesh_vertices
+        from ..data.meshfiles import read_mesh_vertices
 
         neutral = read_mesh_vertices(args.neutral)
     bars: dict[int, tqdm] = {}

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImitatorError
-from .fileio import atomic_write
+from ..errors import ImitatorError
+from ..fileio import atomic_write
 
 __all__ = ["SUFFIX", "StyleProfile", "model_hash", "model_topology", "read_profile_info",
            "load_style_profile"]
