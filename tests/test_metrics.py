@@ -181,3 +181,14 @@ def test_evaluate_command_table_and_json(setup, tmp_path, capsys):
     with pytest.raises(ImitatorError, match="vertices"):
         evaluate(Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna"], num_vertices=7)), corpus, "test",
                  FaceRegions(lips))
+
+
+def test_unseen_subjects_in_at_most_max_styles_evenly_spread_styles():
+    from types import SimpleNamespace
+
+    from core.evaluate.metrics import _styles_for
+
+    model = SimpleNamespace(config=SimpleNamespace(styles=[f"s{i}" for i in range(64)]))
+    assert _styles_for(model, "new", None) == list(range(64))
+    assert _styles_for(model, "new", None, max_styles=8) == [0, 9, 18, 27, 36, 45, 54, 63]
+    assert _styles_for(model, "s5", None, max_styles=8) == [5]  # a training subject: its own style

@@ -312,17 +312,20 @@ def format_table(result: dict) -> str:
 
 # --------------------------------------------------------------------------- a model over a corpus
 
-def _styles_for(model, subject: str, style: str | int | None) -> list[int]:
+def _styles_for(model, subject: str, style: str | int | None, max_styles: int | None = None) -> list[int]:
     """Style indices to generate a subject with: the given one, the subject's own, or all (unseen
-    subjects, as FaceFormer/CodeTalker evaluate them)."""
+    subjects, as FaceFormer/CodeTalker evaluate them; at most ``max_styles`` evenly spread ones)."""
     names = model.config.styles
+    every = list(range(len(names)))
+    if max_styles and len(every) > max_styles:
+        every = np.unique(np.linspace(0, len(names) - 1, max_styles).round().astype(int)).tolist()
     if style == "all":
-        return list(range(len(names)))
+        return every
     if style is not None:
         if isinstance(style, int) or str(style).isdigit():
             return [int(style)]
         return [model.style_index(str(style))]
-    return [names.index(subject)] if subject in names else list(range(len(names)))
+    return [names.index(subject)] if subject in names else every
 
 
 def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: int,
@@ -354,7 +357,8 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
 
 def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | int | None = None,
              closures: dict[str, list[Interval]] | None = None, limit: int | None = None,
-             progress: bool = False, lip_closure: bool = True) -> tuple[dict, list[dict]]:
+             progress: bool = False, lip_closure: bool = True,
+             max_styles: int | None = None) -> tuple[dict, list[dict]]:
     """Run ``model`` over a corpus split; (pooled metrics, one record per utterance and style)."""
     from tqdm import tqdm
 
@@ -375,7 +379,7 @@ def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | in
         gt = corpus.read_vertices(utt, fps)
         audio = corpus.read_audio(utt, model.config.sample_rate)
         template = corpus.templates[utt.subject]
-        styles = _styles_for(model, utt.subject, style)
+        styles = _styles_for(model, utt.subject, style, max_styles)
         preds = predict_vertices(model, audio, styles, len(gt), template, lip_closure)
         for s, pred in zip(styles, preds):
             own = sums.add(pred, gt, template, None if closures is None else closures.get(utt.key))
@@ -405,6 +409,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"default head and closure cache folder (default {DEFAULT_CACHE})")
     p.add_argument("--limit", type=int, help="evaluate the first N utterances only")
+    p.add_argument("--max-styles", type=int, help="subjects never trained on: at most N evenly spread training "
+                                                  "styles (default: every style)")
     p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
                    help="score the raw model output, without closure-aware decoding")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -490,7 +496,8 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     style = args.style
     result, records = evaluate(model, corpus, args.split, regions, style=style, closures=closures,
-                               limit=args.limit, progress=True, lip_closure=args.lip_closure)
+                               limit=args.limit, progress=True, lip_closure=args.lip_closure,
+                               max_styles=args.max_styles)
     seconds = time.perf_counter() - t0
     print(f"{args.model} on {args.data} ({args.split}, {result['sequences']} sequences, {seconds:.1f} s)")
     print(format_table(result))
