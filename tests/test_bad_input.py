@@ -269,6 +269,34 @@ def _(tmp, model):
     return cli("convert-official", tmp / "imitator.ckpt", "--out", tmp / "converted")
 
 
+@case("convert-non-utf8-names", "imitator.ckpt", "not a PyTorch checkpoint", fix="zip format")
+def _(tmp, model):  # found by the fuzzer: zipfile raised UnicodeDecodeError
+    data = bytearray(hostile.torch_zip(hostile.plain_pickle({})))
+    for start in (data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")):  # flag: UTF-8 names
+        flag = 6 if data[start:start + 4] == b"PK\x03\x04" else 8
+        data[start + flag + 1] |= 0x08  # general-purpose bit 11
+        name = start + (30 if flag == 6 else 46)
+        data[name] = 0xFF
+    (tmp / "imitator.ckpt").write_bytes(bytes(data))
+    return cli("convert-official", tmp / "imitator.ckpt", "--out", tmp / "converted")
+
+
+@case("flame-masks-ragged", "FLAME_masks.pkl", "not a list of vertex indices", fix="FLAME_masks.pkl")
+def _(tmp, model):  # found by the fuzzer: np.asarray of a ragged list raised ValueError
+    from core.faces.flame import load_flame_masks
+
+    (tmp / "FLAME_masks.pkl").write_bytes(hostile.plain_pickle({"lips": [[1, 2], [3]]}))
+    return raises(load_flame_masks, tmp / "FLAME_masks.pkl")
+
+
+@case("templates-ragged", "templates.pkl", "expected (V, 3)", fix="regenerate the dataset")
+def _(tmp, model):  # found by the fuzzer
+    from core.data.vocaset import _read_templates
+
+    (tmp / "templates.pkl").write_bytes(hostile.plain_pickle({"FaceTalk": [[1, 2, 3], [4]]}))
+    return raises(_read_templates, tmp / "templates.pkl")
+
+
 @case("convert-out-not-empty", "converted", "not empty", fix="--overwrite")
 def _(tmp, model):
     (tmp / "imitator.ckpt").write_bytes(hostile.torch_zip(hostile.plain_pickle({})))
@@ -570,6 +598,15 @@ def _(tmp, model):
     (tmp / "frames" / "frame_0.ply").write_bytes(
         b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\n"
         b"property float y\nproperty float z\nend_header\n" + bytes(120))
+    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+
+
+@case("clip-ply-repeated-property", "frame_0.ply", "repeats a property", fix="re-export it")
+def _(tmp, model):  # found by the fuzzer: numpy's dtype raised ValueError
+    (tmp / "frames").mkdir()
+    (tmp / "frames" / "frame_0.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(32))
     return adapt(tmp, model, tmp / "frames", "--fps", "30")
 
 
