@@ -104,10 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .model.checkpoint import from_pretrained
+    from .audio import check_audio
     from .model.generate import generate_file
     from .train import pick_device
-
-    from .audio import check_audio
 
     check_audio(args.audio)  # before the model loads (outputs and options: core.cli)
     if args.threads:
