@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .model.checkpoint import from_pretrained
     from .audio import check_audio
+    from .model.checkpoint import from_pretrained
     from .model.generate import generate_file
     from .train import pick_device
 
