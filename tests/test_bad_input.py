@@ -659,6 +659,11 @@ def _(tmp, model):
     return livelink(tmp, rows)
 
 
+@case("livelink-hours-apart", "take.csv", "jumps", "row 3", fix="export the take again")
+def _(tmp, model):  # 99 hours between two rows: 21 million interpolated frames (8.9 GB) before
+    return livelink(tmp, [ll_row("00:00:00:00.000"), ll_row("99:00:00:00.000")])
+
+
 @case("livelink-not-number", "take.csv", "not a number", fix="export the take again")
 def _(tmp, model):
     return livelink(tmp, [ll_row("10:00:00:00.000"), ll_row("10:00:00:01.000", "abc")])

@@ -46,6 +46,7 @@ LIVE_LINK_NAMES = (
 ROTATION_NAMES = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
                   "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 DEFAULT_FPS = 60.0  # Live Link Face's default capture rate
+MAX_GAP_S = 1.0  # longest run of dropped frames filled in (the grid is as long as the timecodes span)
 _STANDARD_RATES = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 120.0)
 _TIMECODE = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2})[:;](\d+)(?:\.(\d+))?\s*$")
 
@@ -149,6 +150,12 @@ def _times(path: Path, stamps: list[str] | None, fps: float | None, n: int
                             f"give the recording frame rate")
     seconds = hms @ [3600.0, 60.0, 1.0] + ff / fps
     seconds = seconds + 86400 * np.cumsum(np.diff(seconds, prepend=seconds[0]) < -43200)  # midnight
+    gaps = np.diff(seconds)
+    if gaps.size and gaps.max() > MAX_GAP_S:  # dropped frames are short; hours of them are not a take
+        row = int(np.argmax(gaps)) + 3
+        raise ImitatorError(f"{path}: the timecode jumps {gaps.max():.1f} s at row {row} (more than "
+                            f"{MAX_GAP_S:g} s of missing frames: two takes in one file?); split or "
+                            f"export the take again")
     return seconds - seconds[0], float(fps)
 
 
