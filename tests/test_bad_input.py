@@ -610,6 +610,28 @@ def _(tmp, model):  # found by the fuzzer: numpy's dtype raised ValueError
     return adapt(tmp, model, tmp / "frames", "--fps", "30")
 
 
+@case("clip-flame-params-bomb", "take.npz", "GB as vertices", fix="trim the clip")
+def _(tmp, model):  # 0.3 MB of deflated zeros: 200,000 frames of FLAME parameters, 12 GB evaluated
+    import zipfile
+
+    from core.faces.flame import FlameModel
+
+    flame = FlameModel(tmp / "flame.pkl", np.zeros((5023, 3)), np.zeros((1, 3), np.int32),
+                       np.zeros((5023, 3, 300)), np.zeros((5023, 3, 100)), np.zeros((5023, 3, 36)),
+                       np.zeros((5, 5023)), np.array([-1, 0, 1, 1, 1]), np.zeros((5023, 5)))
+    with zipfile.ZipFile(tmp / "take.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for key, width in (("expression", 100), ("jaw_pose", 3)):
+            buf = io.BytesIO()
+            np.save(buf, np.zeros((200_000, width), np.float32))
+            z.writestr(f"{key}.npy", buf.getvalue())
+        buf = io.BytesIO()
+        np.save(buf, np.float64(30.0))
+        z.writestr("fps.npy", buf.getvalue())
+    from core.data.clips import load_clip
+
+    return raises(load_clip, tmp / "take.npz", flame=flame)
+
+
 @case("clip-unknown-format", "take.mov", "unknown clip format", fix="use .npz")
 def _(tmp, model):
     (tmp / "take.mov").write_bytes(b"\x00" * 100)
