@@ -332,6 +332,13 @@ def broken_model(tmp: Path, model: Path, how: str) -> Path:
         (folder / "model.safetensors").write_bytes(b"\x00" * 64)
     elif how == "no-config":
         (folder / "config.json").unlink()
+    elif how in ("huge-config", "huge-table"):
+        cfg = json.loads((folder / "config.json").read_text())
+        if how == "huge-config":  # 10**9 vertices: a 12 GB last layer, were it built before the check
+            cfg["num_vertices"] = 10**9
+        else:  # an 88 MB STFT window and mel table (buffers not in the weights file), and STFTs
+            cfg["encoder_options"] = {**cfg["encoder_options"], "n_fft": 2 * 10**6}  # of 25 GB
+        (folder / "config.json").write_text(json.dumps(cfg))
     elif how == "other-save":
         cfg = json.loads((folder / "config.json").read_text())
         cfg["_checkpoint"]["save_id"] = "0" * 32
@@ -342,7 +349,9 @@ def broken_model(tmp: Path, model: Path, how: str) -> Path:
 for _how, _words, _fix in (("nan", ("model.safetensors", "NaN or Inf"), "train it again"),
                            ("corrupt", ("model.safetensors", "corrupt"), "re-download the model"),
                            ("no-config", ("config.json", "missing"), "re-download the model"),
-                           ("other-save", ("different saves",), "re-download the model")):
+                           ("other-save", ("different saves",), "re-download the model"),
+                           ("huge-config", ("model.safetensors", "1000000000"), "re-download the model"),
+                           ("huge-table", ("config.json", "MB of tensors"), "re-download the model")):
     case(f"model-{_how}", *_words, fix=_fix)(
         lambda tmp, model, how=_how: cli("generate", "--audio", wav(tmp / "a.wav"), "--model",
                                          broken_model(tmp, model, how), "--out", tmp / "anim.npz"))
