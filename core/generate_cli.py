@@ -120,11 +120,10 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from .audio import check_audio
     from .model.checkpoint import from_pretrained
     from .model.generate import generate_file
     from .device import pick_device
-
-    from .audio import check_audio
 
     check_audio(args.audio)  # before the model loads (outputs and options: core.cli)
     if args.threads:

@@ -274,8 +274,12 @@ def _strategies(seeds: dict[str, bytes]):
 
     header = ",".join(["Timecode", "BlendShapeCount", *(n[0].upper() + n[1:] for n in LIVE_LINK_NAMES),
                        *ROTATION_NAMES])
-    row = st.tuples(timecode, st.lists(number, min_size=0, max_size=64)).map(
-        lambda t: ",".join([t[0], "61", *t[1]]))
+    weight = st.one_of(st.floats(0, 1).map(lambda f: f"{f:.6f}"), number)
+    row = st.one_of(
+        st.tuples(timecode, st.lists(number, min_size=0, max_size=64)).map(
+            lambda t: ",".join([t[0], "61", *t[1]])),
+        st.tuples(timecode, st.lists(weight, min_size=61, max_size=61)).map(  # full rows
+            lambda t: ",".join([t[0], "61", *t[1]])))
     csvs = st.tuples(st.one_of(st.just(header), st.text(max_size=60)), st.lists(row, max_size=12)).map(
         lambda t: "\n".join([t[0], *t[1]]).encode("utf-8", "surrogatepass"))
 

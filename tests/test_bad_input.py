@@ -269,6 +269,34 @@ def _(tmp, model):
     return cli("convert-official", tmp / "imitator.ckpt", "--out", tmp / "converted")
 
 
+@case("convert-non-utf8-names", "imitator.ckpt", "not a PyTorch checkpoint", fix="zip format")
+def _(tmp, model):  # found by the fuzzer: zipfile raised UnicodeDecodeError
+    data = bytearray(hostile.torch_zip(hostile.plain_pickle({})))
+    for start in (data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")):  # flag: UTF-8 names
+        flag = 6 if data[start:start + 4] == b"PK\x03\x04" else 8
+        data[start + flag + 1] |= 0x08  # general-purpose bit 11
+        name = start + (30 if flag == 6 else 46)
+        data[name] = 0xFF
+    (tmp / "imitator.ckpt").write_bytes(bytes(data))
+    return cli("convert-official", tmp / "imitator.ckpt", "--out", tmp / "converted")
+
+
+@case("flame-masks-ragged", "FLAME_masks.pkl", "not a list of vertex indices", fix="FLAME_masks.pkl")
+def _(tmp, model):  # found by the fuzzer: np.asarray of a ragged list raised ValueError
+    from core.faces.flame import load_flame_masks
+
+    (tmp / "FLAME_masks.pkl").write_bytes(hostile.plain_pickle({"lips": [[1, 2], [3]]}))
+    return raises(load_flame_masks, tmp / "FLAME_masks.pkl")
+
+
+@case("templates-ragged", "templates.pkl", "expected (V, 3)", fix="regenerate the dataset")
+def _(tmp, model):  # found by the fuzzer
+    from core.data.vocaset import _read_templates
+
+    (tmp / "templates.pkl").write_bytes(hostile.plain_pickle({"FaceTalk": [[1, 2, 3], [4]]}))
+    return raises(_read_templates, tmp / "templates.pkl")
+
+
 @case("convert-out-not-empty", "converted", "not empty", fix="--overwrite")
 def _(tmp, model):
     (tmp / "imitator.ckpt").write_bytes(hostile.torch_zip(hostile.plain_pickle({})))
@@ -304,6 +332,13 @@ def broken_model(tmp: Path, model: Path, how: str) -> Path:
         (folder / "model.safetensors").write_bytes(b"\x00" * 64)
     elif how == "no-config":
         (folder / "config.json").unlink()
+    elif how in ("huge-config", "huge-table"):
+        cfg = json.loads((folder / "config.json").read_text())
+        if how == "huge-config":  # 10**9 vertices: a 12 GB last layer, were it built before the check
+            cfg["num_vertices"] = 10**9
+        else:  # an 88 MB STFT window and mel table (buffers not in the weights file), and STFTs
+            cfg["encoder_options"] = {**cfg["encoder_options"], "n_fft": 2 * 10**6}  # of 25 GB
+        (folder / "config.json").write_text(json.dumps(cfg))
     elif how == "other-save":
         cfg = json.loads((folder / "config.json").read_text())
         cfg["_checkpoint"]["save_id"] = "0" * 32
@@ -314,7 +349,9 @@ def broken_model(tmp: Path, model: Path, how: str) -> Path:
 for _how, _words, _fix in (("nan", ("model.safetensors", "NaN or Inf"), "train it again"),
                            ("corrupt", ("model.safetensors", "corrupt"), "re-download the model"),
                            ("no-config", ("config.json", "missing"), "re-download the model"),
-                           ("other-save", ("different saves",), "re-download the model")):
+                           ("other-save", ("different saves",), "re-download the model"),
+                           ("huge-config", ("model.safetensors", "1000000000"), "re-download the model"),
+                           ("huge-table", ("config.json", "MB of tensors"), "re-download the model")):
     case(f"model-{_how}", *_words, fix=_fix)(
         lambda tmp, model, how=_how: cli("generate", "--audio", wav(tmp / "a.wav"), "--model",
                                          broken_model(tmp, model, how), "--out", tmp / "anim.npz"))
@@ -573,6 +610,37 @@ def _(tmp, model):
     return adapt(tmp, model, tmp / "frames", "--fps", "30")
 
 
+@case("clip-ply-repeated-property", "frame_0.ply", "repeats a property", fix="re-export it")
+def _(tmp, model):  # found by the fuzzer: numpy's dtype raised ValueError
+    (tmp / "frames").mkdir()
+    (tmp / "frames" / "frame_0.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(32))
+    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+
+
+@case("clip-flame-params-bomb", "take.npz", "GB as vertices", fix="trim the clip")
+def _(tmp, model):  # 0.3 MB of deflated zeros: 200,000 frames of FLAME parameters, 12 GB evaluated
+    import zipfile
+
+    from core.faces.flame import FlameModel
+
+    flame = FlameModel(tmp / "flame.pkl", np.zeros((5023, 3)), np.zeros((1, 3), np.int32),
+                       np.zeros((5023, 3, 300)), np.zeros((5023, 3, 100)), np.zeros((5023, 3, 36)),
+                       np.zeros((5, 5023)), np.array([-1, 0, 1, 1, 1]), np.zeros((5023, 5)))
+    with zipfile.ZipFile(tmp / "take.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for key, width in (("expression", 100), ("jaw_pose", 3)):
+            buf = io.BytesIO()
+            np.save(buf, np.zeros((200_000, width), np.float32))
+            z.writestr(f"{key}.npy", buf.getvalue())
+        buf = io.BytesIO()
+        np.save(buf, np.float64(30.0))
+        z.writestr("fps.npy", buf.getvalue())
+    from core.data.clips import load_clip
+
+    return raises(load_clip, tmp / "take.npz", flame=flame)
+
+
 @case("clip-unknown-format", "take.mov", "unknown clip format", fix="use .npz")
 def _(tmp, model):
     (tmp / "take.mov").write_bytes(b"\x00" * 100)
@@ -620,6 +688,11 @@ def _(tmp, model):
     rows = [ll_row(f"10:00:00:{i:02d}.000") for i in range(6)]
     rows[2] = ll_row("10:00:0x:02.000")
     return livelink(tmp, rows)
+
+
+@case("livelink-hours-apart", "take.csv", "jumps", "row 3", fix="export the take again")
+def _(tmp, model):  # 99 hours between two rows: 21 million interpolated frames (8.9 GB) before
+    return livelink(tmp, [ll_row("00:00:00:00.000"), ll_row("99:00:00:00.000")])
 
 
 @case("livelink-not-number", "take.csv", "not a number", fix="export the take again")

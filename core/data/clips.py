@@ -49,6 +49,7 @@ FPS_RANGE = (10.0, 240.0)  # plausible capture rates
 AUDIO_SLACK_S, AUDIO_SLACK_FRACTION = 0.2, 0.05  # audio/motion length difference fixed silently
 SCALE_OK = (1 / 3, 3.0)  # clip size / head size accepted as metres (other identities, crops)
 SCALE_MM = (300.0, 3000.0)  # ... taken as millimetres and converted
+MAX_CLIP_BYTES = 2 << 30  # vertices a compact clip (FLAME parameters, ARKit CSV) may expand to
 _FLAME_KEYS = {  # FlameModel.evaluate argument -> names found in parameter files
     "expression": ("expression", "exp", "expr"),
     "jaw": ("jaw_pose", "jaw"),
@@ -217,6 +218,7 @@ def _load_flame_params(path: Path, data: dict, flame: Any, rate: float, audio: A
     if len(set(frames.values())) > 1:
         raise ImitatorError(f"{path}: FLAME parameters disagree on the frame count ("
                             f"{', '.join(f'{k} {n}' for k, n in frames.items())}); fix the file")
+    _check_size(path, max(frames.values(), default=1), flame.num_vertices)
     try:
         vertices = flame.evaluate(**params)
     except ImitatorError as exc:
@@ -225,6 +227,16 @@ def _load_flame_params(path: Path, data: dict, flame: Any, rate: float, audio: A
         vertices = vertices[None]
     samples, sr = _audio(path, data, audio)
     return Clip(vertices.astype(np.float32), rate, samples, sr, path)
+
+
+def _check_size(path: Path, frames: int, num_vertices: int) -> None:
+    """Refuse a compact clip (FLAME parameters, ARKit weights) whose vertices would not fit the
+    budget: they are about 75x larger than the file's numbers."""
+    need = frames * num_vertices * 3 * 4
+    if need > MAX_CLIP_BYTES:
+        raise ImitatorError(f"{path}: {frames:,} frames would take {need / 2**30:.1f} GB as vertices "
+                            f"(at most {MAX_CLIP_BYTES / 2**30:.0f} GB); trim the clip to a few "
+                            f"minutes (adaptation uses at most a minute)")
 
 
 def _load_frames_folder(folder: Path, fps: float | None, audio: Any) -> Clip:
@@ -285,6 +297,7 @@ def _load_arkit_csv(path: Path, head: Head, fps: float | None, audio: Any) -> Cl
         log.warning("%s: head '%s' lacks some ARKit keys the take uses; they are left out",
                     path, head.name)
     basis = np.stack([head.shape_keys[n] for n in keys]).reshape(len(keys), -1)  # (K, 3V)
+    _check_size(path, len(take.weights), head.num_vertices)
     flat = take.weights[:, columns] @ basis  # (T, 3V)
     vertices = (flat.reshape(len(flat), -1, 3) + head.vertices).astype(np.float32)
     samples = load_audio(audio, AUDIO_RATE) if audio is not None else None

@@ -46,6 +46,7 @@ LIVE_LINK_NAMES = (
 ROTATION_NAMES = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
                   "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 DEFAULT_FPS = 60.0  # Live Link Face's default capture rate
+MAX_GAP_S = 1.0  # longest run of dropped frames filled in (the grid is as long as the timecodes span)
 _STANDARD_RATES = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 120.0)
 _TIMECODE = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2})[:;](\d+)(?:\.(\d+))?\s*$")
 
@@ -128,7 +129,7 @@ def _times(path: Path, stamps: list[str] | None, fps: float | None, n: int
         if stamps and all(s.strip().isdigit() for s in stamps):  # other tools write frame numbers
             frames = np.array([int(s) for s in stamps], dtype=np.float64)
             fps = float(fps or DEFAULT_FPS)
-            return (frames - frames[0]) / fps, fps
+            return _check_gaps(path, (frames - frames[0]) / fps), fps
         if stamps:
             log.warning("%s: unreadable timecodes, rows taken as evenly spaced", path)
         return None, float(fps or DEFAULT_FPS)
@@ -149,7 +150,19 @@ def _times(path: Path, stamps: list[str] | None, fps: float | None, n: int
                             f"give the recording frame rate")
     seconds = hms @ [3600.0, 60.0, 1.0] + ff / fps
     seconds = seconds + 86400 * np.cumsum(np.diff(seconds, prepend=seconds[0]) < -43200)  # midnight
-    return seconds - seconds[0], float(fps)
+    return _check_gaps(path, seconds - seconds[0]), float(fps)
+
+
+def _check_gaps(path: Path, seconds: np.ndarray) -> np.ndarray:
+    """Refuse a jump of more than MAX_GAP_S between rows: dropped frames are short, and the
+    uniform grid is as long as the timecodes span (99 hours between two rows: 8.9 GB)."""
+    gaps = np.diff(seconds)
+    if gaps.size and gaps.max() > MAX_GAP_S:
+        row = int(np.argmax(gaps)) + 3
+        raise ImitatorError(f"{path}: the timecode jumps {gaps.max():.1f} s at row {row} (more than "
+                            f"{MAX_GAP_S:g} s of missing frames: two takes in one file?); split or "
+                            f"export the take again")
+    return seconds
 
 
 def _uniform(seconds: np.ndarray | None, fps: float, table: np.ndarray,

@@ -94,6 +94,8 @@ def read_ply_vertices(path: str | os.PathLike) -> np.ndarray:
         raise ImitatorError(f"{path}: PLY file has no 'vertex' element; re-export the frame")
     _, count, props = elements[[e[0] for e in elements].index("vertex")]
     names = [p[0] for p in props]
+    if len(set(names)) != len(names):
+        raise ImitatorError(f"{path}: PLY vertex element repeats a property; re-export it")
     if not {"x", "y", "z"} <= set(names) or any(kind == "list" for _, kind, _ in props):
         raise ImitatorError(f"{path}: PLY vertices lack scalar x, y, z properties; re-export it")
     if fmt == "ascii":
@@ -130,7 +132,10 @@ def _ply_header(path: Path, data: bytes) -> tuple[list, str, bytes]:
             if words[0] == "format":
                 fmt = words[1]
             elif words[0] == "element":
-                elements.append((words[1], int(words[2]), []))
+                count = int(words[2])
+                if count < 0:
+                    raise ValueError(count)
+                elements.append((words[1], count, []))
             elif words[0] == "property" and words[1] == "list":
                 elements[-1][2].append((words[4], "list", _PLY_TYPES[words[3]]))
             elif words[0] == "property":

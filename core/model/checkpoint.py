@@ -23,6 +23,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 _REFETCH = "re-download the model or save it again"
+MIN_MODEL_BYTES = 64 << 20  # tensors any model may build beyond 4x its weights file
 
 
 def save_pretrained(model: Imitator, folder: str | Path) -> Path:
@@ -126,10 +127,20 @@ def from_pretrained(folder: str | Path, device: str | torch.device = "cpu",
         raise ImitatorError(f"{folder}: {CONFIG_NAME} and {WEIGHTS_NAME} come from different saves "
                             f"(an interrupted save?); {_REFETCH}")
     try:
-        model = Imitator(config, pretrained_encoder=False)
+        with torch.device("meta"):  # shapes only: a config asking for 10**9 vertices allocates nothing
+            shapes = Imitator(config, pretrained_encoder=False)
     except ImitatorError as e:
         raise ImitatorError(f"{folder / CONFIG_NAME}: {e}") from None
-    check_state(model, state, weights)
+    except (RuntimeError, ValueError, TypeError, MemoryError) as e:  # settings torch cannot build
+        raise ImitatorError(f"{folder / CONFIG_NAME}: the model cannot be built from these settings "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); {_REFETCH}") from None
+    check_state(shapes, state, weights)
+    need = sum(t.numel() * t.element_size() for t in (*shapes.parameters(), *shapes.buffers()))
+    limit = max(MIN_MODEL_BYTES, 4 * weights.stat().st_size)
+    if need > limit:  # non-persistent buffers (positional tables) sized by the config alone
+        raise ImitatorError(f"{folder / CONFIG_NAME}: the config asks for {need / 2**20:,.0f} MB of "
+                            f"tensors, far more than {WEIGHTS_NAME} holds; {_REFETCH}")
     check_finite(state, weights)
+    model = Imitator(config, pretrained_encoder=False)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

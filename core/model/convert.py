@@ -96,8 +96,9 @@ class _TorchZip:
         try:
             self.zip = zipfile.ZipFile(path)
             names = self.zip.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
-            raise ImitatorError(f"{path}: not a PyTorch checkpoint ({e}); official checkpoints are "
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # names not UTF-8
+            raise ImitatorError(f"{path}: not a PyTorch checkpoint ({' '.join(str(e).split())[:120]}); "
+                                f"official checkpoints are "
                                 f"the .ckpt files of the release (zip format, torch >= 1.6)") from None
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if not pkl:
