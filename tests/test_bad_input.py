@@ -547,7 +547,7 @@ def _(tmp, model):
     return adapt(tmp, model, clip_npz(tmp, vertices=v))
 
 
-@case("clip-topology", "take.npz", "51 vertices", fix="head's topology")
+@case("clip-topology", "take.npz", "another head topology", fix="--clip-head MESH.obj")
 def _(tmp, model):
     return adapt(tmp, model, clip_npz(tmp, nverts=51))
 
