@@ -198,7 +198,7 @@ def test_bad_objects_change_nothing(ext):
     with open(path + ".bad", "wb") as f:
         f.write(b"not a zip")
     scene.imitator.animation_path = path + ".bad"
-    expect_error(bpy.ops.imitator.bake_animation_file, "anim.npz.bad", "re-export")
+    expect_error(bpy.ops.imitator.bake_animation_file, "anim.npz.bad", "not an .npz archive", "export the animation again")
     assert list(obj.data.shape_keys.key_blocks.keys()) == ["Basis"]
     # The right file bakes.
     scene.imitator.animation_path = path
