@@ -88,4 +88,4 @@ def test_generate_with_transcript_closes_every_mbp_and_plots(speech, tmp_path, c
     assert cli_main(args + ["--out", tmp_path / "empty.npz", "--text", " "]) == 1
     assert "--text is empty" in capsys.readouterr().err
     assert cli_main(args + ["--out", tmp_path / "x.npz", "--plot", tmp_path / "x.jpg"]) == 1
-    assert "ending in .png" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+    assert "must end in .png" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
