@@ -4,12 +4,13 @@ import bpy
 
 # Operators that change the scene: each is one undo step.
 SCENE_OPERATORS = ("add_default_head", "add_flame_head", "bake_animation_file", "bake_test_motion", "clear_bake",
-                   "generate", "use_sample_audio", "use_model_folder")
+                   "generate", "use_sample_audio", "use_model_folder", "show_landmarks", "clear_landmarks",
+                   "match_arkit_names")
 # Operators that only write files or preferences, or steer a running job: no undo step of their own.
 OTHER_OPERATORS = ("cancel_generate", "export_npz", "export_obj_sequence", "export_arkit_csv",
                    "install_dependencies", "detect_device", "add_model_folder", "remove_model_folder",
                    "adapt_style", "style_import", "style_export", "style_rename", "style_delete",
-                   "style_refresh")
+                   "style_refresh", "fit_head")  # fit_head writes a fit file in the user folder
 OPERATORS = SCENE_OPERATORS + OTHER_OPERATORS
 
 
