@@ -70,11 +70,11 @@ def test_gram_matrix_losses_equal_the_vertex_space_losses():
     from core.model.losses import contact_weights
 
     hidden = model.motion_weights(model.viseme_features(model.audio_features(batch.audio, 31)),
-                                  model.style_vector(batch.style, 3))
+                                  model.style_vector(batch.style, 3)).detach()
     final = model.motion_decoder.final
     got = reduced_loss(hidden, final.weight, final.bias, batch.target, batch.frame_mask,
                        ReducedTargets(keys.numpy(), lips), model.config, batch.closures)["lip_contact"]
-    pred = (hidden @ final.weight.T + final.bias).view(3, 31, V, 3)
+    pred = (hidden @ final.weight.T + final.bias).detach().view(3, 31, V, 3)
     err = (pred - torch.einsum("btk,kvc->btvc", batch.target, keys)) ** 2
     fw = contact_weights(batch.closures)
     want = sum(float((fw[i, :n, None, None] * err[i, :n] * torch.as_tensor(lips, dtype=torch.float32)[None, :, None])
