@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import ImitatorError
 from .jobs import BackgroundJob, JobOperator
+from .warmup import import_core
 from .mesh import blender_to_core, core_to_blender, key_coords, mesh_topology, mesh_triangles, require_mesh
 
 LANDMARK_PROP = "imitator_landmark"  # on an empty: the landmark name it stands for
@@ -165,6 +166,7 @@ class IMITATOR_OT_show_landmarks(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
+        import_core()  # the warm-up may be importing scipy right now
         from ..core.faces.head_fit import HeadFit
 
         obj = context.active_object

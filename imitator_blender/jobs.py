@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import ImitatorError
+from .warmup import import_core
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ class Progress:
 class BackgroundJob:
     """Runs ``work(report)`` in a daemon thread; ``poll`` says where it is, ``result`` what it gave."""
 
-    def __init__(self, name: str, work: Callable[[Report], Any]):
+    def __init__(self, name: str, work: Callable[[Report], Any], uses_core: bool = True):
         self.name = name
         self._work = work
+        self._uses_core = uses_core  # import torch & co. first, one thread at a time
         self._events: queue.Queue[Progress] = queue.Queue()
         self._cancel = threading.Event()
         self._finished = threading.Event()
@@ -56,6 +58,8 @@ class BackgroundJob:
 
     def _run(self) -> None:
         try:
+            if self._uses_core:
+                import_core()
             self.result = self._work(self._report)
         except JobCancelled:
             self.cancelled = True
@@ -108,6 +112,7 @@ class JobOperator:
         return False
 
     def execute(self, context):
+        import_core()  # one thread at a time (the warm-up may be importing right now)
         self._run = self._start(context)
         if self._run is None:
             return {"CANCELLED"}
@@ -116,6 +121,7 @@ class JobOperator:
         return self._end(context, self._run.finish(context))
 
     def invoke(self, context, event):
+        import_core()
         self._run = self._start(context)
         if self._run is None:
             return {"CANCELLED"}

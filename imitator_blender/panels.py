@@ -212,7 +212,7 @@ def head_model_match(context, obj) -> tuple[str, str]:
     mine = mesh_topology(obj.data)
     if V != model_V or (topology and topology != mine):
         from ..core.faces.default_head import EXPECTED_TOPOLOGY
-        from ..core.faces.head_fit import fit_path_for
+        from ..core.faces.head import fit_path_for
         from .preferences import user_dir
 
         if topology != EXPECTED_TOPOLOGY or V < 100:

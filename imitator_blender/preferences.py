@@ -198,7 +198,7 @@ class IMITATOR_OT_install_dependencies(bpy.types.Operator):
         state.install_running, state.install_progress = True, 0.0
         state.install_status = "starting pip"
         self._root, self._lines, self._log_file, self._shown = root, lines, log_file, 0
-        self._job = BackgroundJob("install", work).start()
+        self._job = BackgroundJob("install", work, uses_core=False).start()
         return True
 
     def _packages(self):

@@ -4,10 +4,17 @@ as the Imitator tab is first drawn, so the first Generate costs what the second 
 The loaded model is kept in ``MODELS`` (one per session, keyed by folder, weights file and
 device) and handed to Generate's worker; a Generate that starts while the warm-up still loads
 waits for it instead of loading a second copy. Nothing here touches bpy data.
+
+Threads import the heavy packages one at a time (``import_core``): two threads importing scipy
+at the same moment can be handed a half-initialised module ("partially initialized module ...
+most likely due to a circular import"), so the warm-up, every job's worker and every operator
+that starts one go through the same lock first.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import logging
 import threading
 import time
@@ -16,6 +23,30 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# what Generate, Fit Head and Adapt Style import, heaviest first (relative names: the add-on's core)
+CORE_MODULES = ("torch", "scipy.sparse", "scipy.sparse.csgraph", "scipy.spatial", "librosa", "soundfile",
+                "..core.model.generate", "..core.faces.head_fit", "..core.faces.transfer", "..core.style.adapt")
+_IMPORT_LOCK = threading.Lock()
+_core_imported = False
+
+
+def import_core() -> None:
+    """Import ``CORE_MODULES`` once, one thread at a time; later calls return at once. A module
+    that is missing is skipped (the code that needs it reports that) and tried again next time."""
+    global _core_imported
+    if _core_imported:
+        return
+    with _IMPORT_LOCK:
+        if _core_imported:
+            return
+        complete = True
+        for name in CORE_MODULES:
+            try:
+                importlib.import_module(name, __package__)
+            except ImportError:
+                complete = False
+        _core_imported = complete
 
 
 class ModelCache:
@@ -61,6 +92,7 @@ class ModelCache:
     def _warm(self, folder: Path, device_choice: str) -> None:
         t0 = time.perf_counter()
         try:
+            import_core()
             from ..core.model.generate import generate
             from .generate_job import resolve_device
 
@@ -73,11 +105,19 @@ class ModelCache:
             log.info("Imitator warm-up skipped: %s", e)
 
     def clear(self) -> None:
+        self.join()
         with self._lock:
             self._entry = None
 
+    def join(self, timeout: float = 60.0) -> None:
+        """Let a running warm-up end (Blender quitting or the add-on being disabled under it)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
 
 MODELS = ModelCache()
+atexit.register(MODELS.join)  # torch's threads killed mid-import abort Blender on quit
 
 
 def warm_up_once(context) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +16,14 @@ def topology_hash(num_vertices: int, face_sizes: np.ndarray, face_indices: np.nd
     h.update(np.ascontiguousarray(face_sizes, dtype="<i4").tobytes())
     h.update(np.ascontiguousarray(face_indices, dtype="<i4").tobytes())
     return h.hexdigest()[:16]
+
+
+FIT_SUFFIX = ".imfit"  # a head fit (core/faces/head_fit.py)
+
+
+def fit_path_for(folder: Path, topology: str) -> Path:
+    """Where the fit of a mesh of this topology is kept in a cache folder (cheap: no scipy import)."""
+    return Path(folder) / "fits" / f"{topology}{FIT_SUFFIX}"
 
 
 @dataclass

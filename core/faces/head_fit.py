@@ -30,12 +30,11 @@ from scipy.spatial import cKDTree
 
 from ..errors import ImitatorError
 from . import mesh_geometry as mg
-from .head import Head, topology_hash
+from .head import FIT_SUFFIX, Head, fit_path_for, topology_hash
 
 log = logging.getLogger(__name__)
 
 FIT_FORMAT = 1
-FIT_SUFFIX = ".imfit"
 NUM_NODES = 300  # deformation nodes on the model head
 NODES_PER_VERTEX = 8
 Progress = Callable[[float, str], None]
@@ -567,6 +566,3 @@ def read_obj_mesh(path: Path) -> Head:
     return Head(path.stem, v.astype(np.float32), sizes, idx.astype(np.int32))
 
 
-def fit_path_for(folder: Path, topology: str) -> Path:
-    """Where the fit of a mesh of this topology is kept in a cache folder."""
-    return Path(folder) / "fits" / f"{topology}{FIT_SUFFIX}"

@@ -19,7 +19,7 @@ from .head_fit import HeadFit
 
 CLOSED_M = 1e-3  # model lip centres this close (source units): the lips are closed ...
 OPEN_M = 2e-3  # ... and from here on open; the correction fades in between
-TOUCH_M = 0.2e-3  # closed target lips are brought this close (source units), not through each other
+TOUCH_M = 0.2e-3  # closed target lips are never brought closer than this (source units)
 
 
 def transfer_offsets(fit: HeadFit, offsets: np.ndarray) -> np.ndarray:
@@ -77,8 +77,9 @@ def target_lip_points(fit: HeadFit, source_centres) -> tuple:
 
 def reimpose_contact(anim: Animation, source_centres, basis: np.ndarray, bias: np.ndarray,
                      target_rest: np.ndarray, target_points, scale: float = 1.0) -> np.ndarray:
-    """(T, K) weights with the target's lip centres meeting wherever the model's meet: each lip
-    goes half the way, by the weight change that moves the target's vertices least (least squares)."""
+    """(T, K) weights with the target's lip centres meeting wherever the model's meet, brought
+    as close as the model's are (so a transfer onto the model head itself changes nothing): each
+    lip goes half the way, by the weight change that moves the target's vertices least."""
     w = anim.weights.astype(np.float64)
     As, gs0 = lip_gap(anim.basis, anim.bias, anim.template, *source_centres)
     gap_s = np.linalg.norm(w @ As.T + gs0, axis=1)  # (T,)
@@ -88,7 +89,8 @@ def reimpose_contact(anim: Animation, source_centres, basis: np.ndarray, bias: n
     At, gt0 = lip_gap(basis, bias, target_rest, *target_points)
     gap_t = w @ At.T + gt0  # (T, 3)
     size = np.linalg.norm(gap_t, axis=1, keepdims=True)
-    excess = gap_t * np.clip(1 - TOUCH_M * scale / np.maximum(size, 1e-30), 0, 1)  # keep TOUCH_M
+    keep = np.maximum(gap_s, TOUCH_M)[:, None] * scale  # as close as the model's lips, no closer
+    excess = gap_t * np.clip(1 - keep / np.maximum(size, 1e-30), 0, 1)
     # each lip goes half way: the upper point by -excess/2, the lower by +excess/2
     C = np.concatenate([_at_point(basis, target_points[0]).T, _at_point(basis, target_points[1]).T])  # (6, K)
     flat = basis.reshape(len(basis), -1).astype(np.float64)
