@@ -34,7 +34,7 @@ def _option(name: str) -> str:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """One-line errors for shared options: ``--fps`` in FPS_RANGE, ``--threads`` >= 0, and no
+    """One-line errors for shared options: ``--fps`` in FPS_RANGE, ``--threads`` >= 1, and no
     NaN or infinite number in any option."""
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -44,7 +44,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ImitatorError(f"{_option('fps')} {fps:g}: give a frame rate between "
                             f"{FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} (e.g. 24, 25, 30 or 60)")
     threads = getattr(args, "threads", None)
-    if threads is not None and not 0 <= threads <= MAX_THREADS:  # 0, as leaving it out: torch's
+    if threads is not None and not 1 <= threads <= MAX_THREADS:  # leave it out for torch's default
         raise ImitatorError(f"{_option('threads')} {threads}: give 1 or more threads, at most "
                             f"{MAX_THREADS} (this machine has {os.cpu_count()} cores)")
 

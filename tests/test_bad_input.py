@@ -351,7 +351,7 @@ for _how, _words, _fix in (("nan", ("model.safetensors", "NaN or Inf"), "train i
                            ("no-config", ("config.json", "missing"), "re-download the model"),
                            ("other-save", ("different saves",), "re-download the model"),
                            ("huge-config", ("model.safetensors", "1000000000"), "re-download the model"),
-                           ("huge-table", ("config.json", "MB of tensors"), "re-download the model")):
+                           ("huge-table", ("config.json", "n_fft = 2000000"), "give 1..4096")):
     case(f"model-{_how}", *_words, fix=_fix)(
         lambda tmp, model, how=_how: cli("generate", "--audio", wav(tmp / "a.wav"), "--model",
                                          broken_model(tmp, model, how), "--out", tmp / "anim.npz"))
@@ -437,6 +437,11 @@ for _value, _word in (("inf", "finite"), ("nan", "finite"), ("1e6", "between 1 a
 @case("generate-threads-negative", "--threads -1", "1 or more threads", fix="cores")
 def _(tmp, model):
     return generate(tmp, model, "--threads", "-1")
+
+
+@case("generate-threads-zero", "--threads 0", "1 or more threads", fix="cores")
+def _(tmp, model):
+    return generate(tmp, model, "--threads", "0")
 
 
 # ---------------------------------------------------------------- audio

@@ -234,3 +234,19 @@ def test_a_damaged_compact_corpus_stops_before_the_first_step(tmp_path, damage):
         train(root, tmp_path / "run", model_settings=TINY_MODEL, progress=False,
               train_config=TrainConfig(epochs=1, batch_size=2, decoder_passes=2))
     assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_mu_law_codec_quantizes_to_256_levels_and_keeps_the_signal():
+    from core.train.augment import AugmentConfig, Augmenter, mu_law_round_trip
+    from core.model.encoders import LogMelEncoder
+
+    t = torch.arange(16000) / 16000
+    audio = 0.5 * torch.sin(2 * torch.pi * 180 * t)[None]
+    out = mu_law_round_trip(audio)
+    assert len(torch.unique(out)) <= 256 and len(torch.unique(audio)) > 1000
+    snr = 10 * torch.log10(audio.pow(2).sum() / (out - audio).pow(2).sum())
+    assert 30 < snr < 45  # G.711 gives about 38 dB on a loud tone: lossy, and still speech
+    only_codec = Augmenter(AugmentConfig(clean=0, gain=0, clipping=0, reverb=0, noise=0, telephone=0,
+                                         narrowband=0, eq=0, vtlp=0, codec=1))
+    encoder = LogMelEncoder({}, 30.0)
+    assert not torch.allclose(only_codec(audio, encoder, 0), encoder.log_mel(audio))

@@ -331,3 +331,22 @@ def test_init_with_other_subjects_starts_every_style_at_the_mean_style(tiny_mode
     mean = base.style_embedding.weight.detach().mean(1)
     assert all(torch.allclose(model.style_embedding.weight[:, i], mean) for i in range(3))
     assert torch.equal(model.motion_decoder.final.weight, base.motion_decoder.final.weight)
+
+
+def test_style_lr_scale_moves_only_the_style_table_faster(corpus, tiny_model, tmp_path):
+    """One step from the same start: Adam moves each weight by about lr, so the style table moves
+    ~30x as far with style_lr_scale 30 and every other weight exactly as far as without."""
+    moved = {}
+    for scale in (1.0, 30.0):
+        run = tmp_path / f"s{scale:g}"
+        train(corpus[0], run, model_settings=TINY_MODEL, progress=False, init=tiny_model,
+              train_config=TrainConfig(epochs=1, lr=1e-5, batch_size=4, style_lr_scale=scale))
+        start, end = Imitator.from_pretrained(tiny_model).state_dict(), Imitator.from_pretrained(run).state_dict()
+        moved[scale] = {k: (end[k] - start[k]).abs().max().item() for k in ("style_embedding.weight",
+                                                                            "motion_decoder.final.weight")}
+    ratio = moved[30.0]["style_embedding.weight"] / moved[1.0]["style_embedding.weight"]
+    assert 20 < ratio < 40, moved
+    assert moved[30.0]["motion_decoder.final.weight"] == pytest.approx(moved[1.0]["motion_decoder.final.weight"],
+                                                                      rel=1e-3)
+    with pytest.raises(ImitatorError, match="style_lr_scale 0"):
+        TrainConfig(style_lr_scale=0).validate()

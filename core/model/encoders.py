@@ -177,6 +177,11 @@ class LogMelEncoder(AudioEncoder):
 
         n_mels, n_fft, dim, kernel = (int(opts[k]) for k in ("n_mels", "n_fft", "dim", "kernel"))
         self.hop = int(opts["hop"])
+        for key, value, top in (("n_mels", n_mels, 256), ("n_fft", n_fft, 4096), ("hop", self.hop, n_fft),
+                                ("dim", dim, 4096), ("kernel", kernel, 31)):
+            if not 1 <= value <= top:  # before librosa and torch allocate anything of that size
+                raise ImitatorError(f"model config: encoder option {key} = {value} is out of range; "
+                                    f"give 1..{top} (the shipped logmel: n_mels 80, n_fft 400, hop 160)")
         self.n_fft = n_fft
         self.dim = dim
         mel = librosa.filters.mel(sr=ENCODER_RATE, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=8000.0)

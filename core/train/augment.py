@@ -6,11 +6,12 @@ On the waveform (B, N):
     reverberation          a synthetic room impulse response (exponentially decaying noise,
                            RT60 0.15-0.8 s, direct sound first), FFT convolution
     noise                  white or pink noise at 5-40 dB SNR
+    lossy codec            G.711 mu-law (the 8-bit telephone codec): companding + quantization
 On the STFT power (B, F, K), before the mel filters (cheap, and what a linear filter does):
     telephone band         300-3400 Hz (an 8 kHz phone line), or an 8 kHz round trip (< 4 kHz)
     microphone EQ / tilt   a smooth random gain curve over frequency, +-9 dB, and a tilt
     vocal-tract length     the frequency axis warped by 0.88-1.12 (VTLP, Jaitly & Hinton 2013)
-Lossy codecs and speed perturbation are not here: the corpus renders voices at many rates.
+Speed perturbation is not here: the corpus renders voices at many rates.
 Every random number comes from ``torch.Generator`` seeded by the caller (the step's seed), so a
 resumed run draws the same augmentations.
 """
@@ -37,6 +38,7 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (5.0, 40.0)
     telephone: float = 0.15
     narrowband: float = 0.15  # 8 kHz round trip
+    codec: float = 0.15  # G.711 mu-law
     eq: float = 0.5
     vtlp: float = 0.5
     warp: tuple[float, float] = (0.88, 1.12)
@@ -76,6 +78,9 @@ class Augmenter:
             share = torch.empty(B).uniform_(0.001, 0.02, generator=g)
             level = torch.quantile(x.abs().float(), 1 - share, dim=1).diagonal()[:, None].to(x)  # (B, 1)
             x = torch.where(on[:, None], torch.maximum(torch.minimum(x, level), -level), x)
+        on = active & _draw(g, B, c.codec)
+        if on.any():
+            x = torch.where(on[:, None], mu_law_round_trip(x), x)
         return x
 
     def _reverb(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -126,6 +131,14 @@ class Augmenter:
             alpha = torch.empty(B).uniform_(*c.warp, generator=g)
             spec = torch.where(on[:, None, None], _warp(spec, alpha.to(spec)), spec)
         return spec
+
+
+def mu_law_round_trip(x: torch.Tensor, mu: float = 255.0) -> torch.Tensor:
+    """G.711 mu-law: clamp to full scale, compress, quantize to 8 bits, expand."""
+    x = x.clamp(-1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / torch.log1p(torch.tensor(mu))
+    y = torch.round((y + 1) * 127.5) / 127.5 - 1  # 256 levels
+    return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
 
 
 def _draw(g: torch.Generator, n: int, p: float) -> torch.Tensor:

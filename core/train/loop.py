@@ -97,6 +97,7 @@ class TrainConfig:
     reduced_loss: bool = True  # ARKit targets: losses from Gram matrices, never vertex frames (exact)
     val_utterances: int = 0  # validate on at most this many val utterances, evenly spread; 0: all
     augment: bool = False  # audio augmentation (core.train.augment: channel, noise, room, speaker)
+    style_lr_scale: float = 1.0  # the style table's lr relative to lr: each style is in few batches
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 0 or self.checkpoint_every < 0:
@@ -112,6 +113,8 @@ class TrainConfig:
             raise ImitatorError(f"train config: decoder_passes {self.decoder_passes}, grad_passes "
                                 f"{self.grad_passes}, val_utterances {self.val_utterances}: need "
                                 f"decoder_passes >= 0, grad_passes >= 1, val_utterances >= 0")
+        if not 0 < self.style_lr_scale <= 1000:
+            raise ImitatorError(f"train config: style_lr_scale {self.style_lr_scale} must be in (0, 1000]")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ImitatorError(f"train config: min_lr_ratio {self.min_lr_ratio} must be in [0, 1]")
 
@@ -604,8 +607,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
         if init is not None and state is None:
             log.info("warm start from %s: %d weight tensors", init, warm_start(model, init))
         model.to(dev)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         epoch, step_in_epoch, global_step = 0, 0, 0
         sums = [0.0] * (len(LOSS_TERMS) + 1)
         best, best_epoch, bad_epochs, stopped_early = None, 0, 0, False
@@ -691,7 +693,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr_at(global_step, cfg.epochs * len(batches))
+                    group["lr"] = cfg.lr_at(global_step, cfg.epochs * len(batches)) * group.get("lr_scale", 1.0)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -742,6 +744,14 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """Two groups, always (so checkpoints resume whatever the scale): the style table, the rest."""
+    styles = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("style_embedding")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("style_embedding")]
+    return [{"params": rest, "lr_scale": 1.0},
+            {"params": styles, "lr": cfg.lr * cfg.style_lr_scale, "lr_scale": cfg.style_lr_scale}]
 
 
 def warm_start(model, folder: str | os.PathLike) -> int:
@@ -868,6 +878,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                       "(default); N: N parallel causal passes (fast)")
     p.add_argument("--augment", action="store_true", help="audio augmentation: telephone band, noise, "
                                                           "rooms, EQ, gain/clipping, vocal-tract length")
+    p.add_argument("--style-lr-scale", type=float, help="the style table's learning rate relative to --lr "
+                                                         "(default 1; each style is in few batches)")
     p.add_argument("--threads", type=int, help="CPU threads for torch per process")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"where the default head is cached (default {DEFAULT_CACHE})")
@@ -879,7 +891,8 @@ def _run(args: argparse.Namespace) -> int:
     model_settings, train_settings = read_config_file(args.config) if args.config else ({}, {})
     overrides = {"seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
                  "lr_schedule": args.lr_schedule,
-                 "checkpoint_every": args.checkpoint_every, "decoder_passes": args.decoder_passes}
+                 "checkpoint_every": args.checkpoint_every, "decoder_passes": args.decoder_passes,
+                 "style_lr_scale": args.style_lr_scale}
     train_settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_lip_loss:
         train_settings["lip_loss"] = False
