@@ -22,7 +22,10 @@ within 1 mm, ``core.evaluate.metrics``):
 * opening range: 95th minus 5th percentile of the lip gap over speech frames, median over utterances.
 Decodings: ``v0.2`` closure-aware decoding as v0.2 shipped it (no rest), ``default`` what
 generate does now (closure-aware + rest in silence), ``transcript`` default with the transcript's
-aligned m/b/p (generate --text), ``raw`` the bare model (--no-lip-closure --no-rest).
+aligned m/b/p (generate --text), ``recognized`` default with the m/b/p of pocketsphinx's
+recognizer instead (no transcript: its acoustic model was trained on real human speech, so this
+row compares its phonetic decisions with the model's own log-mel contact net; ``--no-recognized``
+skips it), ``raw`` the bare model (--no-lip-closure --no-rest).
 PNGs of the worst utterances (default decoding) go to bench/results/real_speech/.
 """
 
@@ -37,7 +40,7 @@ import numpy as np
 
 from bench.common import RESULTS, report
 from core.audio import load_audio
-from core.bilabial import BILABIALS, Alignment, Aligner, Interval
+from core.bilabial import BILABIALS, Alignment, Aligner, Interval, closures_from_audio
 from core.data import tts
 from core.data.real_speech import list_prompts
 from core.evaluate.metrics import CLOSED_GAP_M, animation_lip_opening, interval_frames
@@ -48,6 +51,7 @@ ENGINES = {"espeak": tts.Voice("espeak", "en-us"), "festival": tts.Voice("festiv
 DECODINGS = {"v0.2": dict(lip_closure=True, rest=False, transcript=False),
              "default": dict(lip_closure=True, rest=True, transcript=False),
              "transcript": dict(lip_closure=True, rest=True, transcript=True),
+             "recognized": dict(lip_closure=True, rest=True, transcript=False, recognized=True),
              "raw": dict(lip_closure=False, rest=False, transcript=False)}
 CLIP_PROMPTS = 4
 CLIP_PAUSES_S = (0.6, 1.0, 1.5, 2.0)
@@ -136,10 +140,11 @@ class Runner:
         out = {"name": name, "alignment": alignment, "levels": decoded.levels, "gaps": {}, "scores": {}}
         for d in decodings:
             opt = DECODINGS[d]
+            closures = (alignment.closures if opt["transcript"]
+                        else closures_from_audio(audio, SR) if opt.get("recognized") else None)
             anim = to_animation(self.model, decoded.weights,
                                 contact=decoded.contact if opt["lip_closure"] else None,
-                                levels=decoded.levels if opt["rest"] else None,
-                                closures=alignment.closures if opt["transcript"] else None)
+                                levels=decoded.levels if opt["rest"] else None, closures=closures)
             gap = animation_lip_opening(anim, self.centres)
             out["gaps"][d] = gap
             out["scores"][d] = utterance_scores(gap, anim.fps, alignment, self.rest_gap)
@@ -207,6 +212,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--plots", type=int, default=8, help="PNGs of the worst utterances (default 8)")
     ap.add_argument("--no-tts", action="store_true", help="skip the eSpeak NG / Festival renderings")
+    ap.add_argument("--no-recognized", action="store_true", help="skip the pocketsphinx-recognition row")
     ap.add_argument("--seed", type=int, default=0, help="noise in the clips' pauses")
     ap.add_argument("--name", default="real_speech", help="results name (JSON and PNG folder)")
     args = ap.parse_args()
@@ -226,14 +232,15 @@ def main() -> None:
     fps = model.config.fps
     groups: dict[str, list[dict]] = {"real": [], "clips": []}
     singles = []
+    decodings = [d for d in DECODINGS if not (args.no_recognized and d == "recognized")]
     for p in prompts:
         audio = load_audio(p.wav, SR)
-        r = runner.run(p.name, audio, p.text, list(DECODINGS))
+        r = runner.run(p.name, audio, p.text, decodings)
         if r is not None:
             groups["real"].append(r)
             singles.append((p.name, audio, r["alignment"]))
     for name, audio, alignment in clips(singles, args.seed):
-        groups["clips"].append(runner.run(name, audio, alignment, list(DECODINGS)))
+        groups["clips"].append(runner.run(name, audio, alignment, decodings))
     if not args.no_tts:
         for engine, voice in ENGINES.items():
             if not tts.engine_available(engine):
@@ -245,7 +252,7 @@ def main() -> None:
                                          ["v0.2", "default"]) for p, speech in zip(prompts, speeches)]
     rows = []
     for source, results in groups.items():
-        for d in (DECODINGS if source in ("real", "clips") else ("v0.2", "default")):
+        for d in (decodings if source in ("real", "clips") else ("v0.2", "default")):
             if results:
                 rows.append({"source": source, "decoding": d,
                              **pooled([r["scores"][d] for r in results])})
