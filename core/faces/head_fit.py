@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ImitatorError
 from . import mesh_geometry as mg
-from .head import FIT_SUFFIX, Head, fit_path_for, topology_hash
+from .head import Head, fit_path_for, topology_hash  # noqa: F401 (fit_path_for: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -564,5 +564,3 @@ def read_obj_mesh(path: Path) -> Head:
         raise ImitatorError(f"{path}: the OBJ has {len(v)} vertices and {len(sizes)} faces (or faces that index "
                             f"missing vertices); export the head as a polygon mesh")
     return Head(path.stem, v.astype(np.float32), sizes, idx.astype(np.int32))
-
-

@@ -877,7 +877,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-passes", type=int, help="0: autoregressive viseme decoder as the reference "
                                                       "(default); N: N parallel causal passes (fast)")
     p.add_argument("--augment", action="store_true", help="audio augmentation: telephone band, noise, "
-                                                          "rooms, EQ, gain/clipping, vocal-tract length")
+                                                          "rooms, EQ, gain/clipping, mu-law codec, "
+                                                          "vocal-tract length")
     p.add_argument("--style-lr-scale", type=float, help="the style table's learning rate relative to --lr "
                                                          "(default 1; each style is in few batches)")
     p.add_argument("--threads", type=int, help="CPU threads for torch per process")
