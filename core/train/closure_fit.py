@@ -204,7 +204,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="share of frames over 100 ms from any m/b/p the lips may close on, on the val "
                         "split; sets the contact threshold (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p.set_defaults(func=_run)
 
 
