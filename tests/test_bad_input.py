@@ -580,48 +580,47 @@ def _(tmp, model):
     return adapt(tmp, model, tmp / "frames")
 
 
+def adapt_frames(tmp: Path, model: Path, files: dict[str, str | bytes]) -> str:
+    """``adapt`` on a folder of mesh frames (file name -> text or bytes) at 30 fps."""
+    (tmp / "frames").mkdir()
+    for name, data in files.items():
+        (tmp / "frames" / name).write_bytes(data.encode() if isinstance(data, str) else data)
+    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+
+
+PLY_HEAD = b"ply\nformat binary_little_endian 1.0\n"
+
+
 @case("clip-obj-mismatch", "frame_1.obj", "every frame must share one topology", fix="share one topology")
 def _(tmp, model):
-    (tmp / "frames").mkdir()
-    (tmp / "frames" / "frame_0.obj").write_text("v 0 0 0\n" * V)
-    (tmp / "frames" / "frame_1.obj").write_text("v 0 0 0\n" * (V - 1))
-    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+    return adapt_frames(tmp, model, {"frame_0.obj": "v 0 0 0\n" * V, "frame_1.obj": "v 0 0 0\n" * (V - 1)})
 
 
 @case("clip-obj-not-numeric", "frame_0.obj", "not numeric", fix="re-export the frame")
 def _(tmp, model):
-    (tmp / "frames").mkdir()
-    (tmp / "frames" / "frame_0.obj").write_text("v 0 0 zero\n" * V)
-    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+    return adapt_frames(tmp, model, {"frame_0.obj": "v 0 0 zero\n" * V})
 
 
 @case("clip-ply-truncated", "frame_0.ply", "truncated", fix="re-export it")
 def _(tmp, model):
     from core.data.meshfiles import write_ply
 
-    (tmp / "frames").mkdir()
-    write_ply(tmp / "frames" / "frame_0.ply", np.zeros((V, 3)))
-    data = (tmp / "frames" / "frame_0.ply").read_bytes()
-    (tmp / "frames" / "frame_0.ply").write_bytes(data[:len(data) // 2])
-    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+    write_ply(tmp / "whole.ply", np.zeros((V, 3)))
+    data = (tmp / "whole.ply").read_bytes()
+    return adapt_frames(tmp, model, {"frame_0.ply": data[:len(data) // 2]})
 
 
 @case("clip-ply-huge-count", "frame_0.ply", "truncated", fix="re-export it")
 def _(tmp, model):
-    (tmp / "frames").mkdir()
-    (tmp / "frames" / "frame_0.ply").write_bytes(
-        b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\n"
-        b"property float y\nproperty float z\nend_header\n" + bytes(120))
-    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+    return adapt_frames(tmp, model, {"frame_0.ply": PLY_HEAD + b"element vertex 4000000000\nproperty float x\n"
+                                     b"property float y\nproperty float z\nend_header\n" + bytes(120)})
 
 
 @case("clip-ply-repeated-property", "frame_0.ply", "repeats a property", fix="re-export it")
 def _(tmp, model):  # found by the fuzzer: numpy's dtype raised ValueError
-    (tmp / "frames").mkdir()
-    (tmp / "frames" / "frame_0.ply").write_bytes(
-        b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
-        b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(32))
-    return adapt(tmp, model, tmp / "frames", "--fps", "30")
+    return adapt_frames(tmp, model, {"frame_0.ply": PLY_HEAD + b"element vertex 2\nproperty float x\n"
+                                     b"property float x\nproperty float y\nproperty float z\nend_header\n"
+                                     + bytes(32)})
 
 
 @case("clip-flame-params-bomb", "take.npz", "GB as vertices", fix="trim the clip")
