@@ -13,7 +13,11 @@ contact loss come from the corpus's phone timings; a separate timing row adapts 
 the way a user's clip is adapted (closures recognized in the audio, all stages), on ``--threads``.
 
 A floor row puts the result in context: the training subjects' val sentences in their own trained
-style vs the mean style, i.e. what a perfect style fit could reach with this model.
+style vs the mean style, i.e. what a perfect style fit could reach with this model. An oracle row
+(synthetic corpora only) asks the same of the corpus's own motion generator, given the true phone
+timings: the subject's true style (averaged over the generator's random jitter) vs no particular
+style (averaged over random styles). Its ratio is the best any audio model could adapt to; the gap
+between the two rows is the audio model's error, not the adaptation's.
 
 Use a corpus with many held-out subjects (style distances to the mean vary a lot between people;
 for the shipped model, 5 s and both stages, its training corpus's two test subjects gave 1.02x, the
@@ -37,8 +41,11 @@ import torch
 
 from bench.common import report
 from core.style.adapt import AdaptSettings, adapt
-from core.data.clips import Clip
+from core.data.clips import Clip, resample_frames
 from core.data.closure_labels import closure_mask, utterance_closures
+from core.data.styles import Style, sample_style
+from core.data.visemes import LipContact, MotionConfig, arkit_weights
+from core.faces.default_head import load_default_head
 from core.data.vocaset import open_corpus
 from core.evaluate.metrics import MetricSums, resolve_regions
 from core.model.checkpoint import from_pretrained
@@ -151,6 +158,55 @@ def own_style_floor(model, corpus, regions, mean_style: torch.Tensor, per_subjec
     return {"utterances": n, "own_style_LVE_mm": o, "mean_style_LVE_mm": g, "LVE_ratio": o / g}
 
 
+class GeneratorOracle:
+    """The corpus generator's best guesses, pooled over the test utterances (synthetic corpora).
+
+    With the phones known, the best prediction of a subject's motion is the generator's mean over
+    its random jitter (vowel emphasis, articulation energy) in the subject's style; without the
+    style, the mean over random styles too. Motion is linear in the ARKit weights, so both means
+    are means of weights."""
+
+    def __init__(self, corpus, regions, fps: float, contact: LipContact, draws: int = 16,
+                 styles: int = 32, seed: int = 0):
+        info = corpus.info
+        self.corpus, self.fps, self.contact, self.draws = corpus, fps, contact, draws
+        self.motion = MotionConfig(**info["config"]["motion"])
+        self.styles = {name: Style.from_dict(s["style"]) for name, s in info["subjects"].items()}
+        self.pool = [sample_style(np.random.default_rng([seed, 11, i])) for i in range(styles)]
+        self.seed = seed
+        self.own, self.generic = MetricSums(regions, fps), MetricSums(regions, fps)
+
+    @classmethod
+    def for_corpus(cls, corpus, regions, fps: float, head) -> GeneratorOracle | None:
+        """The oracle of a corpus made by ``dataset synth`` on ``head``; None for any other corpus."""
+        info = corpus.info
+        synthetic = info.get("format") == "imitator-synthetic-corpus" and corpus.shape_keys is not None
+        if not synthetic or "motion" not in info.get("config", {}) or head.topology != info.get("topology"):
+            return None
+        return cls(corpus, regions, fps, LipContact.from_head(head))
+
+    def mean_weights(self, utt, styles: list[Style], stream: int) -> np.ndarray:
+        phones = [tuple(p) for p in utt.phonemes]
+        runs = [arkit_weights(phones, float(utt.meta["duration"]), style, self.contact,
+                              np.random.default_rng([self.seed, stream, k]), self.motion)
+                for k, style in enumerate(styles)]
+        return np.mean(runs, axis=0)
+
+    def add(self, utt, test: TestUtterance) -> None:
+        own = self.mean_weights(utt, [self.styles[utt.subject]] * self.draws, 12)
+        generic = self.mean_weights(utt, self.pool, 13)
+        for weights, sums in ((own, self.own), (generic, self.generic)):
+            w = resample_frames(weights.astype(np.float32), self.corpus.fps, self.fps)
+            n = min(len(w), len(test.target))
+            verts = test.template + np.einsum("tk,kvc->tvc", w[:n], self.corpus.shape_keys)
+            sums.add(verts, test.target[:n], test.template, test.intervals)
+
+    def result(self) -> dict:
+        o, g = self.own.result()["lip_vertex_error_mm"], self.generic.result()["lip_vertex_error_mm"]
+        return {"own_style_LVE_mm": o, "generic_LVE_mm": g, "LVE_ratio": o / g,
+                "draws": self.draws, "random_styles": len(self.pool)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder (config.json + model.safetensors)")
@@ -172,6 +228,7 @@ def main() -> None:
                         help="default head cache (the lip regions)")
     parser.add_argument("--no-timing", action="store_true", help="skip the user-path timing row")
     parser.add_argument("--no-floor", action="store_true", help="skip the own-style floor row")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the generator-oracle row")
     parser.add_argument("--name", default="adapt", help="results/<name>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -187,6 +244,8 @@ def main() -> None:
     mean_style = model.style_embedding.weight.detach().t().mean(0)
     print(f"{args.model}: {len(model.config.styles)} training styles; {args.split} subjects {', '.join(subjects)}")
 
+    oracle = None if args.no_oracle else GeneratorOracle.for_corpus(corpus, regions, model.config.fps,
+                                                                     load_default_head(args.cache_dir))
     pooled: dict[tuple, MetricSums] = {}
     seconds: dict[tuple, list[float]] = {}
     per_subject = []
@@ -196,6 +255,9 @@ def main() -> None:
         train_utts, test_utts = sentence_sets(corpus, subject, ("test",) if args.split == "test" else ("val", "test"))
         test_utts = test_utts[: args.test_utterances] if args.test_utterances else test_utts
         tests = test_set(model, corpus, test_utts)
+        if oracle is not None:
+            for utt, test in zip(test_utts, tests):
+                oracle.add(utt, test)
         generic = score(model, regions, tests, mean_style)
         score(model, regions, tests, mean_style, pooled.setdefault(("-", "generic (mean style)"),
                                                                     MetricSums(regions, model.config.fps)))
@@ -234,6 +296,10 @@ def main() -> None:
     if floor is not None:
         print(f"floor: training subjects' val sentences in their own style: LVE {floor['own_style_LVE_mm']:.3f} mm "
               f"= {floor['LVE_ratio']:.3f} x the mean style's ({floor['utterances']} utterances)")
+    oracle_row = None if oracle is None else oracle.result()
+    if oracle_row is not None:
+        print(f"oracle: the corpus generator with the true phones: own style {oracle_row['own_style_LVE_mm']:.3f} mm, "
+              f"no style {oracle_row['generic_LVE_mm']:.3f} mm = {oracle_row['LVE_ratio']:.3f}x")
     base = pooled[("-", "generic (mean style)")].result()
     rows = []
     for (length, label), sums in pooled.items():
@@ -261,6 +327,7 @@ def main() -> None:
     report(args.name, rows, {"model": str(args.model), "data": str(args.data), "subjects": subjects,
                              "steps": [args.steps1, args.steps2], "seed": args.seed, "threads": args.threads,
                              "timing_10s_user_path": timing, "acceptance": verdict, "own_style_floor": floor,
+                             "generator_oracle": oracle_row,
                              "gt_closure_rate": base["gt_bilabial_closure_rate"], "per_subject": per_subject})
 
 

@@ -249,6 +249,27 @@ def test_corpus_is_deterministic(corpus, head, tmp_path, monkeypatch):
     assert cli.main(["dataset", "synth", "--out", str(out), "--head-cache", str(cache)]) == 1
 
 
+def test_generator_oracle_knows_its_subjects(corpus, head):
+    """adapt_bench's oracle row: the generator with the true phones and style lands close to the
+    corpus's own frames, much closer than with no style; other corpora get no oracle."""
+    from bench.adapt_bench import GeneratorOracle, TestUtterance
+    from core.data.closure_labels import utterance_closures
+    from core.data.vocaset import open_corpus
+    from core.evaluate.metrics import FaceRegions
+
+    data, regions = open_corpus(corpus), FaceRegions.from_head(head)
+    oracle = GeneratorOracle.for_corpus(data, regions, 30.0, head)
+    for utt in data.utterances:
+        test = TestUtterance(utt.key, None, data.read_vertices(utt, 30.0), data.templates[utt.subject],
+                             utterance_closures(utt)[0], None)
+        oracle.add(utt, test)
+    result = oracle.result()
+    assert result["own_style_LVE_mm"] < 1.0, result
+    assert result["LVE_ratio"] < 0.5, result
+    data.info["format"] = "vocaset"
+    assert GeneratorOracle.for_corpus(data, regions, 30.0, head) is None
+
+
 def test_missing_engine_is_named(monkeypatch, head, tmp_path):
     monkeypatch.setattr(tts, "engine_available", lambda engine: False)
     with pytest.raises(ImitatorError, match="Debian package `espeak-ng`"):

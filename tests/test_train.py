@@ -324,6 +324,23 @@ def test_init_starts_a_new_run_from_a_trained_model(corpus, tiny_model, tmp_path
         warm_start(other, tiny_model)
 
 
+def test_init_with_a_longer_encoder_context_starts_as_the_same_model(tiny_model):
+    """New context blocks start as the identity: the warm-started model gives the base model's
+    features, and a training step moves the new blocks."""
+    base = Imitator.from_pretrained(tiny_model).eval()
+    options = {**base.config.encoder_options, "context_dilations": [*base.config.encoder_options.get(
+        "context_dilations", []), 1, 2]}
+    model = Imitator(dataclasses.replace(base.config, encoder_options=options)).eval()
+    warm_start(model, tiny_model)
+    audio = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.audio_features(audio, 30), base.audio_features(audio, 30))
+    new = model.audio_encoder.context[-1].conv
+    assert not new.weight.any()
+    model.audio_features(audio, 30).square().sum().backward()
+    assert new.weight.grad.abs().sum() > 0
+
+
 def test_init_with_other_subjects_starts_every_style_at_the_mean_style(tiny_model):
     base = Imitator.from_pretrained(tiny_model)
     model = Imitator(dataclasses.replace(base.config, styles=["x", "y", "z"]))

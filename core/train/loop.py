@@ -757,7 +757,9 @@ def _param_groups(model, cfg: TrainConfig) -> list[dict]:
 def warm_start(model, folder: str | os.PathLike) -> int:
     """Start ``model`` from the model in ``folder``: every weight of the same name and shape (audio
     encoder, viseme decoder, motion decoder); the style table too when the styles are the same, else
-    each style starts at that model's mean style. The template stays the corpus's. Tensors taken."""
+    each style starts at that model's mean style. Context blocks the folder's encoder lacks (a longer
+    ``context_dilations``) start as the identity, so the model starts as that one. The template stays
+    the corpus's. Returns the number of tensors taken."""
     from ..model.checkpoint import from_pretrained
 
     base = from_pretrained(folder, "cpu")
@@ -771,6 +773,7 @@ def warm_start(model, folder: str | os.PathLike) -> int:
         raise ImitatorError(f"--init {folder}: no weight has the shape of this run's model; use the same "
                             f"model settings (encoder, sizes) as that model")
     model.load_state_dict(take, strict=False)
+    _new_context_blocks_as_identity(model, take)
     table = base.style_embedding.weight.detach()  # (d, styles)
     with torch.no_grad():
         if base.config.styles == model.config.styles:
@@ -778,6 +781,18 @@ def warm_start(model, folder: str | os.PathLike) -> int:
         elif table.shape[0] == model.style_embedding.weight.shape[0]:
             model.style_embedding.weight.copy_(table.mean(1, keepdim=True).expand_as(model.style_embedding.weight))
     return len(take)
+
+
+def _new_context_blocks_as_identity(model, taken: dict) -> None:
+    """Zero the convolution of every encoder context block not warm-started: x + GELU(0) = x, and
+    its gradient (GELU'(0) = 1/2) still lets the block learn."""
+    from ..model.encoders import ContextBlock
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, ContextBlock) and f"{name}.conv.weight" not in taken:
+                module.conv.weight.zero_()
+                module.conv.bias.zero_()
 
 
 def _summary(run: Path, epochs: int, best, best_epoch: int, stopped_early: bool, steps: int) -> dict:
