@@ -13,17 +13,16 @@ contact loss come from the corpus's phone timings; a separate timing row adapts 
 the way a user's clip is adapted (closures recognized in the audio, all stages), on ``--threads``.
 
 A floor row puts the result in context: the training subjects' val sentences in their own trained
-style vs the mean style, i.e. what a perfect style fit could reach with this model. An oracle row
+style vs the mean style, i.e. what a perfect style fit could reach with this model (a second one
+on sentences they were trained on: how well the model fits its own data). An oracle row
 (synthetic corpora only) asks the same of the corpus's own motion generator, given the true phone
 timings: the subject's true style (averaged over the generator's random jitter) vs no particular
 style (averaged over random styles). Its ratio is the best any audio model could adapt to; the gap
 between the two rows is the audio model's error, not the adaptation's.
 
-Use a corpus with many held-out subjects (style distances to the mean vary a lot between people;
-for the shipped model, 5 s and both stages, its training corpus's two test subjects gave 1.02x, the
-14 unseen subjects of this one 0.75x):
-``python -m core dataset synth --out data/corpus96 --subjects 96 --utterances 16`` (16 test
-subjects, 4 min, 12 GB).
+Use a corpus with many held-out subjects (style distances to the mean vary a lot between people),
+e.g. the shipped model's own corpus (16 test subjects; the command is in models/default/MODEL_CARD.md):
+``python -m core dataset synth --out data/corpus_v03 --subjects 96 --utterances 24 --people --seed 0``.
 
 Acceptance (issue 6): with 5 s of reference, adapted LVE <= 0.6 x the generic model's; mean vertex
 error and closure rate no worse; a 10 s clip adapts in <= 60 s on 2 CPU cores.
@@ -140,14 +139,16 @@ def score(model, regions, tests: list[TestUtterance], style, sums: MetricSums | 
     return sums
 
 
-def own_style_floor(model, corpus, regions, mean_style: torch.Tensor, per_subject: int = 4) -> dict | None:
+def own_style_floor(model, corpus, regions, mean_style: torch.Tensor, per_subject: int = 4,
+                    split: str = "val") -> dict | None:
     """What a perfect style fit could reach: training subjects' held-out (val) sentences spoken in
     their own trained style vs the mean style. Adaptation recovers a style, not a better audio
-    model, so its LVE ratio on new people lands near this one (stage 2 can go a little below)."""
+    model, so its LVE ratio on new people lands near this one (stage 2 can go a little below).
+    ``split`` "train": the utterances they were trained on (how well the model fits its data)."""
     table = model.style_embedding.weight.detach().t()
     own, generic, n = MetricSums(regions, model.config.fps), MetricSums(regions, model.config.fps), 0
     for index, subject in enumerate(model.config.styles):
-        utts = [u for u in corpus.splits.get("val", []) if u.subject == subject][:per_subject]
+        utts = [u for u in corpus.splits.get(split, []) if u.subject == subject][:per_subject]
         tests = test_set(model, corpus, utts)
         score(model, regions, tests, table[index], own)
         score(model, regions, tests, mean_style, generic)
@@ -227,7 +228,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imitator",
                         help="default head cache (the lip regions)")
     parser.add_argument("--no-timing", action="store_true", help="skip the user-path timing row")
-    parser.add_argument("--no-floor", action="store_true", help="skip the own-style floor row")
+    parser.add_argument("--no-floor", action="store_true", help="skip the own-style floor rows")
     parser.add_argument("--no-oracle", action="store_true", help="skip the generator-oracle row")
     parser.add_argument("--name", default="adapt", help="results/<name>.json")
     args = parser.parse_args()
@@ -293,9 +294,12 @@ def main() -> None:
                                 if k in profile.meta["losses"]}}
 
     floor = None if args.no_floor else own_style_floor(model, corpus, regions, mean_style)
-    if floor is not None:
-        print(f"floor: training subjects' val sentences in their own style: LVE {floor['own_style_LVE_mm']:.3f} mm "
-              f"= {floor['LVE_ratio']:.3f} x the mean style's ({floor['utterances']} utterances)")
+    fit = None if args.no_floor else own_style_floor(model, corpus, regions, mean_style, per_subject=1,
+                                                     split="train")
+    for what, row in (("val", floor), ("trained-on", fit)):
+        if row is not None:
+            print(f"floor: training subjects' {what} sentences in their own style: LVE {row['own_style_LVE_mm']:.3f} mm "
+                  f"= {row['LVE_ratio']:.3f} x the mean style's ({row['utterances']} utterances)")
     oracle_row = None if oracle is None else oracle.result()
     if oracle_row is not None:
         print(f"oracle: the corpus generator with the true phones: own style {oracle_row['own_style_LVE_mm']:.3f} mm, "
@@ -327,6 +331,7 @@ def main() -> None:
     report(args.name, rows, {"model": str(args.model), "data": str(args.data), "subjects": subjects,
                              "steps": [args.steps1, args.steps2], "seed": args.seed, "threads": args.threads,
                              "timing_10s_user_path": timing, "acceptance": verdict, "own_style_floor": floor,
+                             "own_style_fit": fit,
                              "generator_oracle": oracle_row,
                              "gt_closure_rate": base["gt_bilabial_closure_rate"], "per_subject": per_subject})
 
