@@ -192,6 +192,7 @@ def test_corpus_layout_is_readable(corpus, head):
             "timing", "arkit_names", "text_source"} <= set(meta)
     assert meta["fps"] == 60 and meta["units"] == "m" and meta["topology"] == head.topology
     assert meta["arkit_names"] == list(ARKIT_SHAPE_NAMES)
+    assert meta["summary"]["real_recordings"] == 0  # SMALL has no real_styles
     with open(corpus / "templates.pkl", "rb") as f:  # a plain pickle, in this test only
         templates = pickle.load(f)
     assert set(templates) == {"synth01", "synth02"}

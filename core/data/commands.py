@@ -84,6 +84,7 @@ def _synth(args: argparse.Namespace) -> int:
         ("subjects", s["subjects"]), ("utterances", s["utterances"]),
         ("hours of audio", s["hours"]), ("frames (60 fps)", s["frames"]),
         ("voices used", s["voices"]), ("m/b/p phones", s["bilabial_phones"]),
+        ("utterances of real recordings", s.get("real_recordings", 0)),
         ("max lip gap at m/b/p frames (mm)", s["closure_gap_max_mm"]),
         ("LVE between subjects (mm)", d["lve_between_subjects_mm"]),
         ("LVE between subjects, same audio (mm)", d["lve_between_subjects_same_audio_mm"]),

@@ -651,6 +651,7 @@ def _dataset_json(cfg: CorpusConfig, head: Head, sentences: list[Sentence], item
             "closure_gap_max_mm": max(r["closure_gap_max_mm"] for r in records),
             "bilabial_phones": sum(p[0] in ph.BILABIALS for r in records for p in r["phones"]),
             "voices": len({r["voice"] for r in records}),
+            "real_recordings": sum(r["voice"].startswith("real:") for r in records),
             "style_distance": distances,
         },
         "timing": {"seconds": round(seconds, 2), "jobs": jobs,
