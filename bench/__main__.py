@@ -9,8 +9,9 @@ from pathlib import Path
 BENCHES = ["bench.bake_bench", "bench.bake_default_head_bench", "bench.render_bench",
            "bench.kv_cache_bench", "bench.bilabial_bench", "bench.fuzz_bench", "bench.long_audio_bench",
            "bench.head_fit_bench", "bench.first_click_bench", "bench.real_speech_bench", "bench.train_bench"]
-# Needs a trained model and a corpus, so it is run on its own:
+# Need a trained model and a corpus, so they are run on their own:
 #   python -m bench.adapt_bench --model models/default --data data/corpus
+#   python -m bench.motion_probe --model models/default --data data/corpus
 
 
 def main() -> int:

@@ -208,6 +208,15 @@ class GeneratorOracle:
                 "draws": self.draws, "random_styles": len(self.pool)}
 
 
+def open_model_and_corpus(model_dir: Path, data: Path, cache_dir: Path):
+    """(corpus, its lip/face regions, the model on CPU checked against the corpus's topology)."""
+    corpus = open_corpus(data)
+    regions = resolve_regions(corpus, argparse.Namespace(lip_mask=None, flame_masks=None,
+                                                         cache_dir=cache_dir)).check(corpus.num_vertices)
+    model = from_pretrained(model_dir, "cpu", topology=str(corpus.info.get("topology", "")) or None)
+    return corpus, regions, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder (config.json + model.safetensors)")
@@ -234,10 +243,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    corpus = open_corpus(args.data)
-    regions = resolve_regions(corpus, argparse.Namespace(lip_mask=None, flame_masks=None,
-                                                         cache_dir=args.cache_dir)).check(corpus.num_vertices)
-    model = from_pretrained(args.model, "cpu", topology=str(corpus.info.get("topology", "")) or None)
+    corpus, regions, model = open_model_and_corpus(args.model, args.data, args.cache_dir)
     model_id = model_hash(model)
     # subjects the model never trained on (the val split also holds training subjects' val sentences)
     subjects = [s for s in corpus.split_subjects(args.split) if s not in model.config.styles]

@@ -192,3 +192,15 @@ def test_unseen_subjects_in_at_most_max_styles_evenly_spread_styles():
     assert _styles_for(model, "new", None) == list(range(64))
     assert _styles_for(model, "new", None, max_styles=8) == [0, 9, 18, 27, 36, 45, 54, 63]
     assert _styles_for(model, "s5", None, max_styles=8) == [5]  # a training subject: its own style
+
+
+def test_motion_probe_finds_a_known_latency():
+    """bench.motion_probe's shift rows: an output 2 frames late scores 0 when moved 2 frames earlier."""
+    from bench.motion_probe import SHIFTS, shifted_error
+
+    rng = np.random.default_rng(0)
+    target = np.cumsum(rng.normal(size=(60, 4, 3)), axis=0) * 1e-3  # (T, lips, 3), smooth-ish tracks
+    late = np.concatenate([target[:2], target[:-2]])  # late[t] = target[t - 2]
+    errors = {k: shifted_error(late, target, k) for k in SHIFTS}
+    assert errors[-2] == pytest.approx(0.0, abs=1e-12)
+    assert min(errors, key=errors.get) == -2 and errors[0] > 1e-4
