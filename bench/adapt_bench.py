@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument("--init", default=AdaptSettings.init, help="initial style: nearest, mean or a name")
     parser.add_argument("--lr2", type=float, default=AdaptSettings.lr2, help="stage 2 learning rate")
     parser.add_argument("--holdout", type=float, default=AdaptSettings.holdout, help="held-out share of the clip")
+    parser.add_argument("--no-gain", action="store_true", help="no least-squares motion gain after stage 1")
     parser.add_argument("--test-utterances", type=int, help="evaluate on at most N utterances per subject")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2: the acceptance setting)")
     parser.add_argument("--seed", type=int, default=0, help="order of the reference utterances")
@@ -274,7 +275,7 @@ def main() -> None:
             clip, mask = reference_clip(model, corpus, train_utts, length, rng)
             for label, steps2 in (("stage 1", 0), ("stages 1+2", args.steps2)):
                 settings = AdaptSettings(steps1=args.steps1, steps2=steps2, init=args.init, lr2=args.lr2,
-                                         holdout=args.holdout)
+                                         holdout=args.holdout, gain=not args.no_gain)
                 t0 = time.perf_counter()
                 profile = adapt(model, clip, name=f"{subject}-{length:g}s", settings=settings, closures=mask,
                                 template=corpus.templates[subject], model_id=model_id)

@@ -83,10 +83,11 @@ def describe(path: Path) -> str:
         info = read_profile_info(path)
     except ImitatorError as e:
         return f"unreadable: {str(e).split('; ')[0].split(': ', 1)[-1]}"
-    stages = info.get("stages", 1)
+    stages, gain = info.get("stages", 1), info.get("gain", 1.0)
     seconds = info.get("clip_seconds")
-    parts = [f"{seconds:.1f} s clip" if isinstance(seconds, (int, float)) else "",
-             "style + final layer" if stages == 2 else "style only",
+    fitted = ("style + final layer" if stages == 2
+              else f"style + gain {gain:.2f}" if isinstance(gain, (int, float)) and gain != 1.0 else "style only")
+    parts = [f"{seconds:.1f} s clip" if isinstance(seconds, (int, float)) else "", fitted,
              str(info.get("created", ""))[:10]]
     return ", ".join(p for p in parts if p)
 

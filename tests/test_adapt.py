@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.style.adapt import (AdaptCancelled, AdaptSettings, _Fit, _Reduced, adapt, align_clip, fit_loss_terms,
-                        prepare_clip, rigid_transform)
+from core.style.adapt import (GAIN_MAX, AdaptCancelled, AdaptSettings, _Fit, _Reduced, _motion_gain, adapt,
+                        align_clip, fit_loss_terms, prepare_clip, rigid_transform)
 from core.data.clips import Clip, save_clip_npz
 from core.errors import ImitatorError
 from core.model import Imitator, ImitatorConfig
@@ -147,6 +147,26 @@ def test_stage2_improves_on_stage1_when_the_person_differs_beyond_the_style():
                           tiny_model().motion_decoder.final.weight.detach().numpy())  # model untouched
 
 
+def test_motion_gain_after_stage1():
+    """A person who moves 1.3x as much as the model's prediction: the gain finds 1.3; 1.004x is
+    left at 1 (no final layer for that), 3x is clamped to GAIN_MAX."""
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    T, d = 60, model.config.feature_dim
+    visemes = torch.from_numpy(rng.normal(size=(T, d)).astype(np.float32))
+    style = torch.from_numpy(rng.normal(size=d).astype(np.float32))
+    weight_t, bias = (t.detach().numpy() for t in model.basis())
+    with torch.no_grad():
+        h = model.motion_decoder.hidden((visemes + style)[None])[0].numpy()
+    motion = h @ weight_t + bias  # (T, 3V) the model's offsets in that style
+    for scale, expected in ((1.3, 1.3), (1.004, 1.0), (3.0, GAIN_MAX)):
+        fit = _Fit(model, visemes, _Reduced(weight_t, bias, (scale * motion).astype(np.float32)), None, split=48)
+        with torch.no_grad():
+            gain, info = _motion_gain(fit, style)
+        assert gain == pytest.approx(expected, rel=1e-4), info
+        assert info["held_out_after"] <= info["held_out_before"] + 1e-18
+
+
 def test_early_stopping_keeps_the_best_held_out_step():
     model = tiny_model()
     style, target = person(model, final=0.5)
@@ -215,7 +235,7 @@ def test_profile_round_trip_and_generation_with_it(tmp_path):
         assert key in info, key
     assert info["name"] == "Alex" and info["base_model"] == model_hash(model) and info["topology"] == "tiny-grid"
     assert info["clip_seconds"] == pytest.approx(4.0, abs=0.05) and info["fps"] == 30.0
-    assert set(info["losses"]) == {"initial", "stage1", "stage2"}
+    assert set(info["losses"]) == {"initial", "stage1", "gain", "stage2"}
     loaded = load_style_profile(path, model)
     assert np.array_equal(loaded.style, profile.style)
     assert np.array_equal(loaded.final_weight, profile.final_weight)
