@@ -193,14 +193,17 @@ class GeneratorOracle:
                 for k, style in enumerate(styles)]
         return np.mean(runs, axis=0)
 
+    def vertices(self, utt, test: TestUtterance, styles: list[Style], stream: int) -> np.ndarray:
+        """(n, V, 3) the mean motion of ``styles`` at the model fps; n: the frames ``test`` has too."""
+        w = resample_frames(self.mean_weights(utt, styles, stream).astype(np.float32), self.corpus.fps, self.fps)
+        n = min(len(w), len(test.target))
+        return test.template + np.einsum("tk,kvc->tvc", w[:n], self.corpus.shape_keys)
+
     def add(self, utt, test: TestUtterance) -> None:
-        own = self.mean_weights(utt, [self.styles[utt.subject]] * self.draws, 12)
-        generic = self.mean_weights(utt, self.pool, 13)
-        for weights, sums in ((own, self.own), (generic, self.generic)):
-            w = resample_frames(weights.astype(np.float32), self.corpus.fps, self.fps)
-            n = min(len(w), len(test.target))
-            verts = test.template + np.einsum("tk,kvc->tvc", w[:n], self.corpus.shape_keys)
-            sums.add(verts, test.target[:n], test.template, test.intervals)
+        for styles, stream, sums in (([self.styles[utt.subject]] * self.draws, 12, self.own),
+                                     (self.pool, 13, self.generic)):
+            verts = self.vertices(utt, test, styles, stream)
+            sums.add(verts, test.target[: len(verts)], test.template, test.intervals)
 
     def result(self) -> dict:
         o, g = self.own.result()["lip_vertex_error_mm"], self.generic.result()["lip_vertex_error_mm"]

@@ -29,7 +29,6 @@ import torch
 
 from bench.adapt_bench import GeneratorOracle, open_model_and_corpus, predict, test_set
 from bench.common import report
-from core.data.clips import resample_frames
 from core.data.styles import STYLE_RANGES, Style, lip_vertex_error
 from core.faces.default_head import load_default_head
 
@@ -101,11 +100,8 @@ def main() -> None:
                                            own, **{k: getattr(middle, k) for k in TIMING})),
                                        ("only lead/lag of the own style", dataclasses.replace(
                                            middle, **{k: getattr(own, k) for k in TIMING}))):
-                    w = oracle.mean_weights(utt, [variant] * oracle.draws, 12)
-                    w = resample_frames(w.astype(np.float32), corpus.fps, fps)
-                    n = min(len(w), len(target))
-                    verts = test.template + np.einsum("tk,kvc->tvc", w[:n], corpus.shape_keys)
-                    add(f"oracle: {label}", lip_vertex_error(verts[:, lips], target[:n]))
+                    verts = oracle.vertices(utt, test, [variant] * oracle.draws, 12)
+                    add(f"oracle: {label}", lip_vertex_error(verts[:, lips], target[: len(verts)]))
 
     rows = [{"probe": key, "value": float(np.mean(v))} for key, v in errors.items()]
     rows.append({"probe": "gain: lip speed, output / data (x)", "value": speeds[0] / speeds[1]})
