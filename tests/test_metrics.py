@@ -181,6 +181,15 @@ def test_evaluate_command_table_and_json(setup, tmp_path, capsys):
     with pytest.raises(ImitatorError, match="vertices"):
         evaluate(Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna"], num_vertices=7)), corpus, "test",
                  FaceRegions(lips))
+    # --strangers: only subjects never trained on, --limit spread over the split
+    from core.evaluate.metrics import split_utterances
+
+    assert [u.subject for u in split_utterances(corpus, "test", strangers_of=model)] == ["carl"] * 2
+    picked = split_utterances(corpus, "test", 1, strangers_of=model)
+    assert [u.key for u in picked] == [corpus.splits["test"][0].key]
+    assert split_utterances(corpus, "train", strangers_of=model) == []
+    with pytest.raises(ImitatorError, match="never trained on"):
+        evaluate(model, corpus, "train", FaceRegions(lips), strangers=True)
 
 
 def test_unseen_subjects_in_at_most_max_styles_evenly_spread_styles():

@@ -99,6 +99,40 @@ def test_lip_loss_ablation_and_arkit_targets(corpus, tmp_path):
     assert c["lip_contact"] == 0 and c["total"] == pytest.approx(c["reconstruction"] + 10 * c["velocity"])
 
 
+def test_phone_head_adds_its_loss_to_the_gradient_not_to_the_motion_total(corpus, tmp_path):
+    root, _ = corpus
+    cfg = TrainConfig(epochs=3, lr=3e-3, seed=2)
+    train(root, tmp_path / "plain", model_settings=TINY_MODEL, train_config=cfg, progress=False)
+    train(root, tmp_path / "phones", model_settings={**TINY_MODEL, "phone_loss_weight": 1.0},
+          train_config=cfg, progress=False)
+    plain, phones = lines(tmp_path / "plain"), lines(tmp_path / "phones")
+    for x in phones:
+        assert set(x["train"]) == set(x["val"]) == {"total", "reconstruction", "velocity", "lip_contact",
+                                                     "phones"}
+        t = x["train"]  # "total" stays the motion loss; the phone term is logged beside it
+        assert t["total"] == pytest.approx(t["reconstruction"] + 10 * t["velocity"] + t["lip_contact"])
+    # the phone term changes the encoder's gradient, and the head learns the corpus's phones
+    assert phones[0]["train"]["total"] != pytest.approx(plain[0]["train"]["total"], rel=1e-6)
+    assert phones[-1]["train"]["phones"] < 0.8 * phones[0]["train"]["phones"]
+    model = Imitator.from_pretrained(tmp_path / "phones")
+    assert model.phone_head is not None and model.config.phones[0] == "SIL"
+    # a batch without phone timings adds 0, with the head still in the graph (DDP needs every weight)
+    from core.train.step import phone_loss
+
+    zero = phone_loss(model, torch.randn(2, 5, model.config.feature_dim), None)
+    zero.backward()
+    assert float(zero.detach()) == 0 and model.phone_head.weight.grad is not None
+    assert Imitator.from_pretrained(tmp_path / "plain").phone_head is None
+
+
+def test_frame_phones_labels_each_frame_by_the_phone_at_its_time():
+    from core.train.loop import frame_phones
+
+    labels = frame_phones([["SIL", 0.0, 0.1], ["M", 0.1, 0.2], ["XX", 0.2, 0.25]], ["SIL", "M"], 20.0, 6)
+    assert labels.tolist() == [0, 0, 1, 1, -1, -1]  # 0.25 s on: no phone; XX: not a class
+    assert frame_phones(None, ["SIL"], 30.0, 4) is None and frame_phones([], ["SIL"], 30.0, 4) is None
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(corpus, tmp_path):
     root, _ = corpus
     cfg = TrainConfig(epochs=5, lr=1e-3, patience=1, min_delta=1.0)  # nothing improves by 1.0

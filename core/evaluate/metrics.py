@@ -355,18 +355,35 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
     return np.stack([to_animation(model, w, template, contact=contact).vertices() for w in weights])
 
 
-def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | int | None = None,
-             closures: dict[str, list[Interval]] | None = None, limit: int | None = None,
-             progress: bool = False, lip_closure: bool = True,
-             max_styles: int | None = None) -> tuple[dict, list[dict]]:
-    """Run ``model`` over a corpus split; (pooled metrics, one record per utterance and style)."""
-    from tqdm import tqdm
-
+def split_utterances(corpus, split: str, limit: int | None = None, strangers_of=None) -> list:
+    """The utterances ``evaluate`` scores: the split's first ``limit`` (all without one); with
+    ``strangers_of`` (a model), only subjects that model was never trained on, ``limit`` of their
+    utterances evenly spread over the split (so every such subject is in)."""
     if split not in corpus.splits:
         raise ImitatorError(f"unknown split '{split}'; choose one of {', '.join(corpus.splits)}")
-    utterances = corpus.splits[split][:limit] if limit else corpus.splits[split]
+    utterances = corpus.splits[split]
+    if strangers_of is None:
+        return utterances[:limit] if limit else utterances
+    known = set(strangers_of.config.styles)
+    utterances = [u for u in utterances if u.subject not in known]
+    if limit and len(utterances) > limit:
+        pick = np.unique(np.linspace(0, len(utterances) - 1, limit).round().astype(int))
+        utterances = [utterances[i] for i in pick]
+    return utterances
+
+
+def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | int | None = None,
+             closures: dict[str, list[Interval]] | None = None, limit: int | None = None,
+             progress: bool = False, lip_closure: bool = True, max_styles: int | None = None,
+             strangers: bool = False) -> tuple[dict, list[dict]]:
+    """Run ``model`` over a corpus split (``split_utterances``); (pooled metrics, one record per
+    utterance and style)."""
+    from tqdm import tqdm
+
+    utterances = split_utterances(corpus, split, limit, model if strangers else None)
     if not utterances:
-        raise ImitatorError(f"{corpus.root}: the {split} split is empty; nothing to evaluate")
+        who = " of subjects the model was never trained on" if strangers else ""
+        raise ImitatorError(f"{corpus.root}: the {split} split has no utterances{who}; nothing to evaluate")
     if corpus.num_vertices != model.config.num_vertices:
         raise ImitatorError(f"{corpus.root}: the corpus has {corpus.num_vertices} vertices, the model "
                             f"{model.config.num_vertices}; evaluate a model trained on this topology")
@@ -409,6 +426,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"default head and closure cache folder (default {DEFAULT_CACHE})")
     p.add_argument("--limit", type=int, help="evaluate the first N utterances only")
+    p.add_argument("--strangers", action="store_true",
+                   help="only subjects the model was never trained on; --limit N spreads N utterances "
+                        "over all of them (a val split scored like the test split)")
     p.add_argument("--max-styles", type=int, help="subjects never trained on: at most N evenly spread training "
                                                   "styles (default: every style)")
     p.add_argument("--no-lip-closure", dest="lip_closure", action="store_false",
@@ -484,7 +504,7 @@ def _run(args: argparse.Namespace) -> int:
     corpus = open_corpus(args.data)
     regions = resolve_regions(corpus, args).check(corpus.num_vertices, "lip/upper-face masks")
     model = from_pretrained(args.model, device, topology=str(corpus.info.get("topology", "")) or None)
-    utterances = corpus.splits[args.split][: args.limit] if args.limit else corpus.splits[args.split]
+    utterances = split_utterances(corpus, args.split, args.limit, model if args.strangers else None)
     closures = None
     if regions.lip_centres is not None:
         tag = hashlib.sha1(str(corpus.root.resolve()).encode()).hexdigest()[:12]
@@ -497,7 +517,7 @@ def _run(args: argparse.Namespace) -> int:
     style = args.style
     result, records = evaluate(model, corpus, args.split, regions, style=style, closures=closures,
                                limit=args.limit, progress=True, lip_closure=args.lip_closure,
-                               max_styles=args.max_styles)
+                               max_styles=args.max_styles, strangers=args.strangers)
     seconds = time.perf_counter() - t0
     print(f"{args.model} on {args.data} ({args.split}, {result['sequences']} sequences, {seconds:.1f} s)")
     print(format_table(result))

@@ -68,6 +68,10 @@ class ImitatorConfig:
     lip_contact_weight: float = 5.0  # official ``closed_frame_weight``
     lip_contact_sigma: float = 1.0  # Gaussian around each closure frame, in frames
     lip_contact_radius: int = 2  # frames either side that get weight
+    # auxiliary phone loss (ours, training only): a linear head on the audio features classifies
+    # each frame's phone (``phones``: its classes, empty = no head), cross-entropy x this weight
+    phone_loss_weight: float = 0.0
+    phones: list[str] = field(default_factory=list)
 
     # closure-aware decoding (core.model.closure): None, or the options of a fitted contact head
     # ({"centres": [upper, lower lip centre vertex], ...}); added by ``python -m core fit-closure``
@@ -115,6 +119,9 @@ class ImitatorConfig:
             raise bad(f"window {self.window} must be at least 2 frames")
         if not 0 <= self.overlap < self.window:
             raise bad(f"overlap {self.overlap} must be in [0, window {self.window})")
+        if self.phone_loss_weight < 0 or (self.phone_loss_weight > 0 and not self.phones):
+            raise bad(f"phone_loss_weight {self.phone_loss_weight} needs a non-negative weight and, "
+                      f"when positive, the phone classes in phones")
         if not 0 <= self.dropout < 1:
             raise bad(f"dropout {self.dropout} must be in [0, 1)")
 

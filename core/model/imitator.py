@@ -412,6 +412,8 @@ class Imitator(nn.Module):
         # 4. motion decoder
         self.motion_decoder = MotionDecoder(self.config)
         self.register_buffer("template", torch.zeros(config.num_vertices, 3))  # rest positions (V, 3)
+        # training only: per-frame phone classes from the audio features (phone_loss_weight)
+        self.phone_head = nn.Linear(d, len(config.phones)) if config.phones else None
         # 5. optional contact head for closure-aware decoding (fitted after training)
         self.closure = (LipClosure(config.lip_closure, d, getattr(self.audio_encoder, "log_mel_dim", None))
                         if config.lip_closure else None)

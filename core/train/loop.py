@@ -55,7 +55,7 @@ import torch
 from ..device import pick_device
 from ..errors import ImitatorError
 from .reduced_loss import ReducedTargets, reduced_loss
-from .step import StepBatch, TrainStep, vertex_loss
+from .step import StepBatch, TrainStep, phone_loss, vertex_loss
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
 CLOSURE_CACHE = "closures.json"
-LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")
+LOSS_TERMS = ("total", "reconstruction", "velocity", "lip_contact")  # "total": the motion loss
 LR_SCHEDULES = ("constant", "cosine")
 VAL_STYLES = 8  # a subject never trained on is validated in at most this many styles, evenly spread
 _MEMORY_CACHE_BYTES = 4 << 30  # keep the decoded training data in memory below this size
@@ -172,6 +172,10 @@ def model_config_for(corpus, settings: dict[str, Any], fps: float | None = None)
                     topology=str(corpus.info.get("topology", settings.get("topology", ""))))
     if fps is not None:
         settings["fps"] = float(fps)
+    if float(settings.get("phone_loss_weight", 0)) > 0 and not settings.get("phones"):
+        from ..data.phones import PHONES
+
+        settings["phones"] = list(PHONES)  # the classes of every corpus's dataset.json phones
     return ImitatorConfig.from_dict(settings, "model config")
 
 
@@ -226,6 +230,22 @@ class _Item:
     template: np.ndarray  # (V, 3)
     style: int  # index in the model's styles, -1 for a subject never trained on
     closures: np.ndarray | None  # (T,) bool
+    phones: np.ndarray | None = None  # (T,) int64 phone class per frame, -1 unknown (phone head only)
+
+
+def frame_phones(phones, classes: list[str], fps: float, num_frames: int) -> np.ndarray | None:
+    """(T,) class index of the phone sounding at each frame time t / fps (dataset.json's
+    ``[phone, start_s, end_s]`` list); -1 for a phone not in ``classes`` or no phone; None without
+    phone timings."""
+    if not isinstance(phones, list) or not phones:
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.full(num_frames, -1, np.int64)
+    times = np.arange(num_frames) / fps
+    for entry in phones:
+        name, start, end = entry[0], float(entry[1]), float(entry[2])
+        labels[(times >= start) & (times < end)] = index.get(str(name), -1)
+    return labels
 
 
 class _Items:
@@ -251,9 +271,11 @@ class _Items:
         closures = None
         if self.closures is not None:
             closures = closure_mask(self.closures.get(utt.key, []), fps, len(target))
+        phones = (frame_phones(utt.phonemes, self.config.phones, fps, len(target))
+                  if self.config.phone_loss_weight > 0 else None)
         item = _Item(utt.key, self.corpus.read_audio(utt, self.config.sample_rate),
                      np.ascontiguousarray(target, dtype=np.float32), self.corpus.templates[utt.subject],
-                     self.style.get(utt.subject, -1), closures)
+                     self.style.get(utt.subject, -1), closures, phones)
         if self.memory is not None:
             self.memory[index] = item
         return item
@@ -267,7 +289,8 @@ def _crop(item: _Item, max_frames: int, rng: np.random.Generator, sr: int, fps: 
     s = int(rng.integers(0, T - max_frames + 1))
     a, b = int(round(s * sr / fps)), int(round((s + max_frames) * sr / fps))
     return dataclasses.replace(item, audio=item.audio[a:b], target=item.target[s:s + max_frames],
-                               closures=None if item.closures is None else item.closures[s:s + max_frames])
+                               closures=None if item.closures is None else item.closures[s:s + max_frames],
+                               phones=None if item.phones is None else item.phones[s:s + max_frames])
 
 
 def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | None) -> StepBatch:
@@ -287,12 +310,20 @@ def _to_batch(items: list[_Item], device: torch.device, basis: torch.Tensor | No
         for i, it in enumerate(items):
             closures[i, :len(it.closures)] = torch.from_numpy(it.closures)
         closures = closures.to(device)
+    phones = None
+    if any(it.phones is not None for it in items):
+        phones = torch.full((len(items), T), -1, dtype=torch.long)
+        for i, it in enumerate(items):
+            if it.phones is not None:
+                phones[i, :len(it.phones)] = torch.from_numpy(it.phones)
+        phones = phones.to(device)
     template = torch.from_numpy(np.stack([it.template for it in items])).to(device)
     target_t = torch.from_numpy(target).to(device, non_blocking=True)
     if basis is not None:  # (B, T, 52) weights -> (B, T, V, 3) vertices, on the device
         target_t = template[:, None] + torch.einsum("btk,kvc->btvc", target_t, basis)
     return StepBatch(torch.from_numpy(audio).to(device, non_blocking=True), target_t, template,
-                  torch.tensor([max(it.style, 0) for it in items], device=device), lengths, closures)
+                  torch.tensor([max(it.style, 0) for it in items], device=device), lengths, closures,
+                  phones=phones)
 
 
 def _arkit_basis(corpus, utterances, cache_dir: Path | None) -> np.ndarray | None:
@@ -478,7 +509,8 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
 
     was_training = model.training
     model.eval()
-    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)
+    names = loss_terms(model)
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     with torch.no_grad():
         for i in indices:
             item = items[i]
@@ -486,7 +518,8 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
             S = len(styles)
             batch = _to_batch([item], device, None if reduced is not None else basis)
             T = batch.lengths[0]
-            visemes = model.viseme_features(model.audio_features(batch.audio, T)).expand(S, -1, -1)
+            features = model.audio_features(batch.audio, T)
+            visemes = model.viseme_features(features).expand(S, -1, -1)
             style = model.style_vector(torch.tensor(styles, device=device), S)
             closures = batch.closures.expand(S, -1) if (batch.closures is not None and lip_loss) else None
             styled = StepBatch(batch.audio, batch.target.expand(S, *batch.target.shape[1:]),
@@ -499,7 +532,9 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
                 flat = model.motion_decoder(visemes + style[:, None])  # (S, T, 3V)
                 pred = flat.view(S, T, -1, 3) + styled.template[:, None]
                 terms = vertex_loss(pred, styled, config)
-            sums[:-1] += torch.tensor([float(terms[k]) for k in LOSS_TERMS], dtype=torch.float64)
+            if len(names) > len(LOSS_TERMS):  # the phone head's loss, once per utterance
+                terms = {**terms, "phones": phone_loss(model, features, batch.phones)}
+            sums[:-1] += torch.tensor([float(terms[k]) for k in names], dtype=torch.float64)
             sums[-1] += 1
     model.train(was_training)
     if dist_.active:
@@ -510,7 +545,12 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
         sums = summed.cpu()
     if sums[-1] == 0:
         return None
-    return {k: float(v) for k, v in zip(LOSS_TERMS, sums[:-1] / sums[-1])}
+    return {k: float(v) for k, v in zip(names, sums[:-1] / sums[-1])}
+
+
+def loss_terms(model) -> tuple[str, ...]:
+    """The logged loss terms: the motion loss's, and "phones" when the model has a phone head."""
+    return LOSS_TERMS + (("phones",) if model.phone_head is not None else ())
 
 
 def _shard(order: np.ndarray, dist_: _Dist, batch_size: int) -> list[list[int]]:
@@ -609,7 +649,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
         model.to(dev)
         optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         epoch, step_in_epoch, global_step = 0, 0, 0
-        sums = [0.0] * (len(LOSS_TERMS) + 1)
+        names = loss_terms(model)
+        sums = [0.0] * (len(names) + 1)
         best, best_epoch, bad_epochs, stopped_early = None, 0, 0, False
         if state is not None:
             state, tensors = _read_checkpoint(run)
@@ -627,7 +668,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 log.warning("resuming with %d processes instead of %d: random states start afresh",
                             dist_.world, state.get("world_size", 1))
                 torch.manual_seed(_rank_seed(cfg.seed + epoch, dist_.rank))
-                step_in_epoch, sums = 0, [0.0] * (len(LOSS_TERMS) + 1)
+                step_in_epoch, sums = 0, [0.0] * (len(names) + 1)
             if dist_.rank == 0:
                 _trim_metrics_log(run / METRICS_LOG, epoch)
             log.info("resuming %s at epoch %d, step %d", run, epoch + 1, step_in_epoch)
@@ -691,7 +732,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                     batch.closures = None
                 terms = net(batch)
                 optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
+                (terms["total"] + terms["phones"] if "phones" in terms else terms["total"]).backward()
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr_at(global_step, cfg.epochs * len(batches)) * group.get("lr_scale", 1.0)
                 if cfg.grad_clip > 0:
@@ -699,7 +740,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 optimizer.step()
                 global_step += 1
                 step_in_epoch = step + 1
-                for k, name in enumerate(LOSS_TERMS):
+                for k, name in enumerate(names):
                     sums[k] += float(terms[name].detach())
                 sums[-1] += 1
                 bar.update()
@@ -709,7 +750,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                     checkpoint()
             bar.close()
 
-            train_terms = _reduce_means(sums, dist_, dev)
+            train_terms = _reduce_means(sums, names, dist_, dev)
             val_terms = _validate(model, val_items, val_indices, config, dev, basis, dist_, lip_loss, reduced)
             monitor = (val_terms or train_terms)["total"]
             epoch += 1
@@ -730,7 +771,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
                 log.info("epoch %d/%d  train %.5g  val %s%s  (%.1f s)", epoch, cfg.epochs,
                          train_terms["total"], "n/a" if val_terms is None else f"{val_terms['total']:.5g}",
                          "  best" if improved else "", line["seconds"])
-            step_in_epoch, sums = 0, [0.0] * (len(LOSS_TERMS) + 1)
+            step_in_epoch, sums = 0, [0.0] * (len(names) + 1)
             finished = epoch >= cfg.epochs or stopped_early
             checkpoint(finished)
             if stopped_early:
@@ -807,7 +848,8 @@ def _barrier(dist_: _Dist) -> None:
         dist.barrier()
 
 
-def _reduce_means(sums: list[float], dist_: _Dist, device: torch.device) -> dict[str, float]:
+def _reduce_means(sums: list[float], names: tuple[str, ...], dist_: _Dist,
+                  device: torch.device) -> dict[str, float]:
     t = torch.tensor(sums, dtype=torch.float64)
     if dist_.active:
         import torch.distributed as dist
@@ -816,7 +858,7 @@ def _reduce_means(sums: list[float], dist_: _Dist, device: torch.device) -> dict
         dist.all_reduce(t)
         t = t.cpu()
     n = max(float(t[-1]), 1.0)
-    return {k: float(v) / n for k, v in zip(LOSS_TERMS, t[:-1])}
+    return {k: float(v) / n for k, v in zip(names, t[:-1])}
 
 
 def _closures(corpus, utterances, cache_path: Path, dist_: _Dist, progress: bool) -> dict:

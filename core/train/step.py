@@ -4,7 +4,9 @@
     visemes    viseme decoder: the reference's autoregressive rollout (``decoder_passes`` 0), or
                ``decoder_passes`` parallel causal passes, each fed the previous pass's outputs
     loss       motion decoder + losses: in vertex space (the reference), or exactly the same numbers
-               from the hidden activations and ARKit targets through Gram matrices (``reduced``)
+               from the hidden activations and ARKit targets through Gram matrices (``reduced``);
+               with a phone head, ``phones``: its weighted cross-entropy on the audio features,
+               kept out of ``total`` (the motion loss) and added to it for the gradient
 
 A ``TrainStep`` is a module, so DistributedDataParallel can wrap it and synchronise every weight
 the step used.
@@ -15,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model.losses import imitator_loss
 from .reduced_loss import ReducedTargets, reduced_loss
 
-__all__ = ["StepBatch", "TrainStep", "vertex_loss"]
+__all__ = ["StepBatch", "TrainStep", "phone_loss", "vertex_loss"]
 
 
 @dataclass
@@ -32,6 +35,7 @@ class StepBatch:
     lengths: list[int]  # real frames per item
     closures: torch.Tensor | None  # (B, T) bool
     seed: int | None = None  # of this step's audio augmentation
+    phones: torch.Tensor | None = None  # (B, T) phone class per frame, -1 unknown (phone head only)
 
     @property
     def frame_mask(self) -> torch.Tensor:  # (B, T) True on real frames
@@ -50,6 +54,16 @@ def vertex_loss(pred: torch.Tensor, batch: StepBatch, config) -> dict[str, torch
         sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
     n = len(batch.lengths)
     return {k: v / n for k, v in zip(("total", "reconstruction", "velocity", "lip_contact"), sums)}
+
+
+def phone_loss(model: nn.Module, features: torch.Tensor, phones: torch.Tensor | None) -> torch.Tensor:
+    """``phone_loss_weight`` x the phone head's mean cross-entropy over the labelled frames of
+    (B, T, d) audio features (0, with the head still in the graph, when no frame is labelled)."""
+    logits = model.phone_head(features).flatten(0, 1)
+    labels = phones.flatten() if phones is not None else None
+    if labels is None or not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    return model.config.phone_loss_weight * F.cross_entropy(logits, labels, ignore_index=-1)
 
 
 class TrainStep(nn.Module):
@@ -90,4 +104,8 @@ class TrainStep(nn.Module):
         return vertex_loss(offsets + batch.template[:, None], batch, config)
 
     def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
-        return self.loss(self.visemes(self.features(batch)), batch)
+        features = self.features(batch)
+        terms = self.loss(self.visemes(features), batch)
+        if self.model.phone_head is not None:
+            terms["phones"] = phone_loss(self.model, features, batch.phones)
+        return terms
