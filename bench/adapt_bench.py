@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="held-out subjects to adapt to: test (the acceptance) or val (for tuning settings)")
     parser.add_argument("--init", default=AdaptSettings.init, help="initial style: nearest, mean or a name")
+    parser.add_argument("--lr1", type=float, default=AdaptSettings.lr1, help="stage 1 learning rate")
     parser.add_argument("--lr2", type=float, default=AdaptSettings.lr2, help="stage 2 learning rate")
     parser.add_argument("--holdout", type=float, default=AdaptSettings.holdout, help="held-out share of the clip")
     parser.add_argument("--no-gain", action="store_true", help="no least-squares motion gain after stage 1")
@@ -277,8 +278,8 @@ def main() -> None:
             rng = np.random.default_rng([args.seed, sum(map(ord, subject))])
             clip, mask = reference_clip(model, corpus, train_utts, length, rng)
             for label, steps2 in (("stage 1", 0), ("stages 1+2", args.steps2)):
-                settings = AdaptSettings(steps1=args.steps1, steps2=steps2, init=args.init, lr2=args.lr2,
-                                         holdout=args.holdout, gain=not args.no_gain)
+                settings = AdaptSettings(steps1=args.steps1, steps2=steps2, init=args.init, lr1=args.lr1,
+                                         lr2=args.lr2, holdout=args.holdout, gain=not args.no_gain)
                 t0 = time.perf_counter()
                 profile = adapt(model, clip, name=f"{subject}-{length:g}s", settings=settings, closures=mask,
                                 template=corpus.templates[subject], model_id=model_id)

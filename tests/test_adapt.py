@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.style.adapt import (GAIN_MAX, AdaptCancelled, AdaptSettings, _Fit, _Reduced, _motion_gain, adapt,
-                        align_clip, fit_loss_terms, prepare_clip, rigid_transform)
+from core.style.adapt import (GAIN_MAX, AdaptCancelled, AdaptSettings, _Fit, _Reduced, _motion_gain, _run_stage,
+                        adapt, align_clip, fit_loss_terms, prepare_clip, rigid_transform)
 from core.data.clips import Clip, save_clip_npz
 from core.errors import ImitatorError
 from core.model import Imitator, ImitatorConfig
@@ -165,6 +165,29 @@ def test_motion_gain_after_stage1():
             gain, info = _motion_gain(fit, style)
         assert gain == pytest.approx(expected, rel=1e-4), info
         assert info["held_out_after"] <= info["held_out_before"] + 1e-18
+
+
+def test_a_stage_step_is_the_learning_rate_although_the_losses_are_tiny():
+    """The clip losses are in m^2 (their gradients ~1e-12 on a real head): Adam's first step still
+    moves every coordinate by the stage's lr, not by lr x gradient / eps."""
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    T, d = 60, model.config.feature_dim
+    visemes = torch.from_numpy(rng.normal(size=(T, d)).astype(np.float32))
+    weight_t, bias = (1e-4 * t.detach().numpy() for t in model.basis())  # offsets of ~0.1 mm
+    with torch.no_grad():
+        other = model.motion_decoder.hidden((visemes + torch.randn(d))[None])[0].numpy()
+    target = (other @ weight_t + bias).astype(np.float32)  # the motion in another style
+    fit = _Fit(model, visemes, _Reduced(weight_t, bias, target), None, split=T)  # no held-out tail
+    delta = torch.zeros(d, requires_grad=True)
+    pred = fit.predict(delta, fit.A0)
+    fit.train(pred)["total"].backward()
+    assert 0 < delta.grad.abs().max() < 1e-8  # below torch's default eps
+    delta.grad = None
+    result = _run_stage(1, fit, {"style": delta}, {"style": 0.1}, lambda p: fit.predict(p["style"], fit.A0),
+                        1, AdaptSettings(patience=10), None, None)
+    assert result["best_step"] == 1, result  # the step lowered the loss and was kept
+    assert torch.allclose(delta.detach().abs(), torch.full((d,), 0.1), rtol=1e-3)
 
 
 def test_early_stopping_keeps_the_best_held_out_step():

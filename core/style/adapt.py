@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 __all__ = ["AdaptSettings", "AdaptCancelled", "PreparedClip", "adapt", "prepare_clip", "rigid_transform",
            "align_clip", "find_closures", "fit_loss_terms", "add_commands"]
 
+# the losses are in m^2 and their gradients ~1e-12: torch's eps of 1e-8 would swallow them (steps
+# of ~1e-4 lr instead of lr), so the learning rates below would not be the steps taken
+ADAM_EPS = 1e-20
 Progress = Callable[[int, int, int, float], None]  # (stage, step, steps of the stage, training loss)
 Status = Callable[[str], None]  # a phase before the stages start ("finding lip closures", ...)
 
@@ -343,7 +346,7 @@ def _run_stage(stage: int, fit: _Fit, params: dict[str, torch.Tensor], lrs: dict
 
 
 def _stage_loop(stage, fit, params, lrs, forward, steps, settings, progress, cancel) -> dict[str, Any]:
-    optimizer = torch.optim.Adam([{"params": [p], "lr": lrs[k]} for k, p in params.items()])
+    optimizer = torch.optim.Adam([{"params": [p], "lr": lrs[k]} for k, p in params.items()], eps=ADAM_EPS)
     best, best_state, since, done = math.inf, None, 0, 0
     stopped_early = False
     for step in range(steps + 1):  # the last pass only scores the final parameters
