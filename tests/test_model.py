@@ -404,6 +404,39 @@ def test_logmel_context_reaches_exactly_its_dilations():
     assert np.abs(streamed.weights - whole[0].numpy()).max() < 1e-5  # chunks cut on the mel grid
 
 
+def test_phone_branch_appends_its_logits_streams_alike_and_round_trips(tmp_path):
+    """An encoder phone branch (its own stack, reach 7 frames vs the main stack's 1): the features
+    end in its logits, the feature map sees their posteriors, the stream reaches the wider of the
+    two contexts, and a saved model loads with the branch."""
+    phones = ["SIL", "AA", "M", "P", "S"]
+    model = tiny_model(encoder_options={"dim": 24, "n_mels": 20, "context_dilations": [1],
+                                        "phone_branch": {"dim": 8, "context_dilations": [1, 2, 4], "classes": 5}},
+                       phones=phones, phone_loss_weight=1.0, window=50)
+    encoder = model.audio_encoder
+    assert encoder.dim == 24 + 5 and encoder.phone_classes == 5 and encoder.context_frames == 7
+    assert model.phone_head is None and model.scores_phones
+    for block in [*encoder.context, *encoder.phone_branch.context]:
+        torch.nn.init.normal_(block.conv.weight, std=0.3)
+    audio = torch.from_numpy(smooth_audio(8))[None]
+    with torch.no_grad():
+        encoded = encoder(audio, 240)
+        features, logits = model.map_features(encoded)
+    assert features.shape == (1, 240, 16) and torch.equal(logits, encoded[..., -5:])
+    assert torch.equal(logits, encoder.phone_branch(encoder.log_mel_frames(audio), encoder.rate, encoder.fps, 240))
+    streamed = generate(model, smooth_audio(8), SR, 0, method="rolling", window=50)
+    with torch.no_grad():
+        dec = model.viseme_decoder
+        whole = model.motion_weights(dec.decode(features, dec.new_cache(1, features, 50)), model.style_vector(0))
+    assert np.abs(streamed.weights - whole[0].numpy()).max() < 1e-5
+    model.save_pretrained(tmp_path / "m")
+    loaded = Imitator.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded.audio_features(audio, 240), features)
+    with pytest.raises(ImitatorError, match="phone_branch has 5 classes, phones lists 2"):
+        tiny_model(encoder_options={"dim": 24, "n_mels": 20, "phone_branch": {"classes": 5}}, phones=["SIL", "M"])
+
+
 def test_default_size_logmel_model_on_a_minute_of_audio():
     """60 s through the default-size decoder with the built-in encoder (timings: bench/)."""
     torch.manual_seed(0)

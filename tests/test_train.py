@@ -119,7 +119,7 @@ def test_phone_head_adds_its_loss_to_the_gradient_not_to_the_motion_total(corpus
     # a batch without phone timings adds 0, with the head still in the graph (DDP needs every weight)
     from core.train.step import phone_loss
 
-    zero = phone_loss(model, torch.randn(2, 5, model.config.feature_dim), None)
+    zero = phone_loss(1.0, model.phone_head(torch.randn(2, 5, model.config.feature_dim)), None)
     zero.backward()
     assert float(zero.detach()) == 0 and model.phone_head.weight.grad is not None
     assert Imitator.from_pretrained(tmp_path / "plain").phone_head is None
@@ -375,6 +375,35 @@ def test_init_with_a_longer_encoder_context_starts_as_the_same_model(tiny_model)
     assert new.weight.grad.abs().sum() > 0
 
 
+def test_init_with_a_phone_branch_starts_as_the_same_model_and_the_branch_learns_phones_only(
+        corpus, tiny_model, tmp_path):
+    """An encoder phone branch added by --init: the feature map's new columns start at zero (the
+    same features as the base model), the branch learns the corpus's phones, and nothing the motion
+    loss sees sends a gradient into it."""
+    branch = {**TINY_MODEL, "phone_loss_weight": 1.0,
+              "encoder_options": {**TINY_MODEL["encoder_options"], "phone_branch": {"dim": 8}}}
+    run = tmp_path / "branch"
+    train(corpus[0], run, model_settings=branch, train_config=TrainConfig(epochs=4, lr=1e-2, seed=2),
+          progress=False, init=tiny_model)
+    log = lines(run)
+    assert log[-1]["train"]["phones"] < 0.8 * log[0]["train"]["phones"] and "phones" in log[-1]["val"]
+    trained = Imitator.from_pretrained(run)
+    assert trained.audio_encoder.phone_classes == len(trained.config.phones) == 40
+    base = Imitator.from_pretrained(tiny_model).eval()
+    model = Imitator(trained.config).eval()
+    warm_start(model, tiny_model)
+    audio = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.audio_features(audio, 30), base.audio_features(audio, 30))
+    features, logits = model.map_features(model.audio_encoder(audio, 30))
+    features.square().sum().backward()  # anything downstream of the features: visemes, motion
+    assert all(p.grad is None or not p.grad.any() for p in model.audio_encoder.phone_branch.parameters())
+    assert model.audio_feature_map.weight.grad[:, -40:].abs().sum() > 0  # the posteriors are used
+    with pytest.raises(ImitatorError, match="learns from the phone loss only"):
+        train(corpus[0], tmp_path / "no_loss", progress=False, train_config=TrainConfig(epochs=1),
+              model_settings={**branch, "phone_loss_weight": 0.0})
+
+
 def test_init_with_other_subjects_starts_every_style_at_the_mean_style(tiny_model):
     base = Imitator.from_pretrained(tiny_model)
     model = Imitator(dataclasses.replace(base.config, styles=["x", "y", "z"]))
@@ -401,3 +430,19 @@ def test_style_lr_scale_moves_only_the_style_table_faster(corpus, tiny_model, tm
                                                                       rel=1e-3)
     with pytest.raises(ImitatorError, match="style_lr_scale 0"):
         TrainConfig(style_lr_scale=0).validate()
+
+
+def test_adam_eps_below_the_gradients_lets_every_weight_move_by_about_lr(corpus, tiny_model, tmp_path):
+    """The losses are in m^2, so most gradients are far below torch's eps of 1e-8, which then damps
+    their Adam steps; with adam_eps 1e-14 one step moves each weight with a gradient by about lr."""
+    moved = {}
+    for eps in (1e-8, 1e-14):
+        run = tmp_path / f"e{eps:g}"
+        train(corpus[0], run, model_settings=TINY_MODEL, progress=False, init=tiny_model,
+              train_config=TrainConfig(epochs=1, lr=1e-5, batch_size=64, adam_eps=eps))
+        start, end = Imitator.from_pretrained(tiny_model).state_dict(), Imitator.from_pretrained(run).state_dict()
+        moved[eps] = (end["audio_encoder.conv1.weight"] - start["audio_encoder.conv1.weight"]).abs()
+    assert moved[1e-14].median() == pytest.approx(1e-5, rel=0.05)  # one full Adam step
+    assert moved[1e-8].median() < 0.5 * moved[1e-14].median()
+    with pytest.raises(ImitatorError, match="adam_eps 0"):
+        TrainConfig(adam_eps=0).validate()

@@ -12,6 +12,9 @@
   then optional residual dilated convolutions at the model fps (``context_dilations``): the
   context wav2vec2's transformer gives the reference, here +-sum(dilations) frames (0.5 s for
   1, 2, 4, 8 at 30 fps), enough to see a closure coming (lips lead the sound by up to 120 ms).
+  Optional ``phone_branch``: a second stack of the same kind on the same log-mel frames whose
+  linear head scores each frame's phone (``PhoneBranch``); its logits are appended to the features
+  (the model turns them into posteriors for its feature map and trains them by cross-entropy).
 
 Every encoder: ``forward(audio (B, N) float at 16 kHz, num_frames) -> (B, num_frames, dim)``.
 """
@@ -191,11 +194,25 @@ class LogMelEncoder(AudioEncoder):
         self.conv1 = nn.Conv1d(n_mels + 1, dim, kernel, padding=kernel // 2)
         self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
         self.context = nn.ModuleList(ContextBlock(dim, d) for d in opts["context_dilations"])
+        self.phone_branch = None
+        if opts.get("phone_branch") is not None:
+            branch = {"dim": dim, "kernel": kernel, "context_dilations": list(opts["context_dilations"]),
+                      **opts["phone_branch"]}
+            self.phone_branch = PhoneBranch(n_mels + 1, int(branch["dim"]), int(branch["kernel"]),
+                                            [int(d) for d in branch["context_dilations"]], int(branch["classes"]))
+            self.options["phone_branch"] = {**branch, "context_dilations": self.phone_branch.dilations}
+            self.dim = dim + self.phone_classes
+
+    @property
+    def phone_classes(self) -> int:
+        """Phone logits at the end of every feature vector (0 without a phone branch)."""
+        return 0 if self.phone_branch is None else self.phone_branch.head.out_features
 
     @property
     def context_frames(self) -> int:
         """Model frames either side that a frame's features depend on (beyond its own audio)."""
-        return sum(block.dilation for block in self.context)
+        own = sum(block.dilation for block in self.context)
+        return own if self.phone_branch is None else max(own, sum(self.phone_branch.dilations))
 
     @property
     def frame_step(self) -> int:
@@ -242,12 +259,41 @@ class LogMelEncoder(AudioEncoder):
 
     def from_log_mel(self, mel: torch.Tensor, num_frames: int) -> torch.Tensor:
         """(B, K, n_mels + 1) log-mel frames (``log_mel_frames``) -> (B, num_frames, dim) features."""
-        x = self.norm(mel).transpose(1, 2)  # (B, M+1, K)
-        x = F.gelu(self.conv2(F.gelu(self.conv1(x))))  # (B, dim, K)
-        x = average_per_frame(x.transpose(1, 2), self.rate, self.fps, num_frames)  # (B, T, dim)
-        for block in self.context:
-            x = block(x)
+        x = conv_stack(self, mel, self.rate, self.fps, num_frames)  # (B, T, dim)
+        if self.phone_branch is not None:
+            x = torch.cat([x, self.phone_branch(mel, self.rate, self.fps, num_frames)], -1)
         return x
+
+
+class PhoneBranch(nn.Module):
+    """Log-mel frames -> per-frame phone logits: LayerNorm, 2 x (Conv1d + GELU), the average per
+    model frame, residual dilated convolutions, a linear head (the encoder's own stack, apart)."""
+
+    def __init__(self, n_in: int, dim: int, kernel: int, dilations: list[int], classes: int):
+        super().__init__()
+        if not (1 <= dim <= 4096 and 1 <= kernel <= 31 and 2 <= classes <= 1024):
+            raise ImitatorError(f"model config: phone_branch dim {dim}, kernel {kernel}, classes {classes} "
+                                f"out of range; give dim 1..4096, kernel 1..31, classes 2..1024")
+        self.dilations = list(dilations)
+        self.norm = nn.LayerNorm(n_in)
+        self.conv1 = nn.Conv1d(n_in, dim, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        self.context = nn.ModuleList(ContextBlock(dim, d) for d in self.dilations)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, mel: torch.Tensor, rate: float, fps: float, num_frames: int) -> torch.Tensor:
+        return self.head(conv_stack(self, mel, rate, fps, num_frames))  # (B, T, classes)
+
+
+def conv_stack(stack: nn.Module, mel: torch.Tensor, rate: float, fps: float, num_frames: int) -> torch.Tensor:
+    """The log-mel stack of ``stack`` (its norm, conv1, conv2 and context blocks): (B, K, M+1)
+    frames at ``rate`` -> LayerNorm -> 2 x (Conv1d + GELU) -> average per model frame -> context."""
+    x = stack.norm(mel).transpose(1, 2)  # (B, M+1, K)
+    x = F.gelu(stack.conv2(F.gelu(stack.conv1(x))))  # (B, dim, K)
+    x = average_per_frame(x.transpose(1, 2), rate, fps, num_frames)  # (B, T, dim)
+    for block in stack.context:
+        x = block(x)
+    return x
 
 
 class ContextBlock(nn.Module):

@@ -412,8 +412,13 @@ class Imitator(nn.Module):
         # 4. motion decoder
         self.motion_decoder = MotionDecoder(self.config)
         self.register_buffer("template", torch.zeros(config.num_vertices, 3))  # rest positions (V, 3)
-        # training only: per-frame phone classes from the audio features (phone_loss_weight)
-        self.phone_head = nn.Linear(d, len(config.phones)) if config.phones else None
+        # training only: per-frame phone classes from the audio features (phone_loss_weight), unless
+        # the encoder has a phone branch of its own
+        branch = getattr(self.audio_encoder, "phone_classes", 0)
+        if branch and branch != len(config.phones):
+            raise ImitatorError(f"model config: the encoder's phone_branch has {branch} classes, phones "
+                                f"lists {len(config.phones)}; give the same classes to both")
+        self.phone_head = nn.Linear(d, len(config.phones)) if config.phones and not branch else None
         # 5. optional contact head for closure-aware decoding (fitted after training)
         self.closure = (LipClosure(config.lip_closure, d, getattr(self.audio_encoder, "log_mel_dim", None))
                         if config.lip_closure else None)
@@ -426,7 +431,24 @@ class Imitator(nn.Module):
         """(B, N) 16 kHz samples -> (B, T, d) audio features at the model fps."""
         if num_frames is None:
             num_frames = num_frames_for(audio.shape[1], self.config.sample_rate, self.config.fps)
-        return self.audio_feature_map(self.audio_encoder(audio, num_frames))
+        return self.map_features(self.audio_encoder(audio, num_frames))[0]
+
+    def map_features(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder output (B, T, D) -> ((B, T, d) audio features, (B, T, phones) phone logits or
+        None). A phone branch's logits enter the feature map as posteriors, without a gradient: the
+        branch learns from the phone loss only."""
+        classes = getattr(self.audio_encoder, "phone_classes", 0)
+        if classes:
+            logits = encoded[..., -classes:]
+            encoded = torch.cat([encoded[..., :-classes], logits.detach().softmax(-1)], -1)
+            return self.audio_feature_map(encoded), logits
+        features = self.audio_feature_map(encoded)
+        return features, (None if self.phone_head is None else self.phone_head(features))
+
+    @property
+    def scores_phones(self) -> bool:
+        """Whether the model has phone logits to train (a phone head or an encoder phone branch)."""
+        return self.phone_head is not None or bool(getattr(self.audio_encoder, "phone_classes", 0))
 
     # 2 ----------------------------------------------------------------------------------------------
     def viseme_features(self, audio_features: torch.Tensor, use_cache: bool = True) -> torch.Tensor:

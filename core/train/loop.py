@@ -82,6 +82,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant (the reference) | cosine: from lr down to lr * min_lr_ratio
     min_lr_ratio: float = 0.05  # where the cosine schedule ends, relative to lr
     weight_decay: float = 0.0  # official weight_decay (AdamW at 0 is Adam)
+    adam_eps: float = 1e-8  # torch's default, as the reference; the losses are in m^2 (~1e-6), so
+    # many gradients are below 1e-8 and this damps their steps: 1e-14 lets every weight move by ~lr
     batch_size: int = 1  # official: one sequence per step
     patience: int = 20  # epochs without a better validation loss before stopping; 0: never stop
     min_delta: float = 0.0  # improvement smaller than this does not count
@@ -104,8 +106,8 @@ class TrainConfig:
             raise ImitatorError(f"train config: epochs {self.epochs}, batch_size {self.batch_size}, "
                                 f"patience {self.patience}, checkpoint_every {self.checkpoint_every}: "
                                 f"need epochs >= 0, batch_size >= 1, the others >= 0")
-        if not self.lr > 0:
-            raise ImitatorError(f"train config: lr {self.lr} must be positive")
+        if not self.lr > 0 or not self.adam_eps > 0:
+            raise ImitatorError(f"train config: lr {self.lr} and adam_eps {self.adam_eps} must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ImitatorError(f"train config: lr_schedule {self.lr_schedule!r} is unknown; use one of "
                                 f"{', '.join(LR_SCHEDULES)}")
@@ -176,6 +178,14 @@ def model_config_for(corpus, settings: dict[str, Any], fps: float | None = None)
         from ..data.phones import PHONES
 
         settings["phones"] = list(PHONES)  # the classes of every corpus's dataset.json phones
+    branch = (settings.get("encoder_options") or {}).get("phone_branch")
+    if branch is not None:
+        if not float(settings.get("phone_loss_weight", 0)) > 0:
+            raise ImitatorError("model config: encoder_options.phone_branch learns from the phone loss "
+                                "only; set phone_loss_weight > 0 (1.0: the branch shares no weight with "
+                                "the motion loss)")
+        settings["encoder_options"] = {**settings["encoder_options"],
+                                       "phone_branch": {"classes": len(settings["phones"]), **branch}}
     return ImitatorConfig.from_dict(settings, "model config")
 
 
@@ -518,7 +528,7 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
             S = len(styles)
             batch = _to_batch([item], device, None if reduced is not None else basis)
             T = batch.lengths[0]
-            features = model.audio_features(batch.audio, T)
+            features, logits = model.map_features(model.audio_encoder(batch.audio, T))
             visemes = model.viseme_features(features).expand(S, -1, -1)
             style = model.style_vector(torch.tensor(styles, device=device), S)
             closures = batch.closures.expand(S, -1) if (batch.closures is not None and lip_loss) else None
@@ -532,8 +542,8 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
                 flat = model.motion_decoder(visemes + style[:, None])  # (S, T, 3V)
                 pred = flat.view(S, T, -1, 3) + styled.template[:, None]
                 terms = vertex_loss(pred, styled, config)
-            if len(names) > len(LOSS_TERMS):  # the phone head's loss, once per utterance
-                terms = {**terms, "phones": phone_loss(model, features, batch.phones)}
+            if len(names) > len(LOSS_TERMS):  # the phone loss, once per utterance
+                terms = {**terms, "phones": phone_loss(config.phone_loss_weight, logits, batch.phones)}
             sums[:-1] += torch.tensor([float(terms[k]) for k in names], dtype=torch.float64)
             sums[-1] += 1
     model.train(was_training)
@@ -549,8 +559,8 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
 
 
 def loss_terms(model) -> tuple[str, ...]:
-    """The logged loss terms: the motion loss's, and "phones" when the model has a phone head."""
-    return LOSS_TERMS + (("phones",) if model.phone_head is not None else ())
+    """The logged loss terms: the motion loss's, and "phones" when the model scores phones."""
+    return LOSS_TERMS + (("phones",) if model.scores_phones else ())
 
 
 def _shard(order: np.ndarray, dist_: _Dist, batch_size: int) -> list[list[int]]:
@@ -647,7 +657,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, model_settings: di
         if init is not None and state is None:
             log.info("warm start from %s: %d weight tensors", init, warm_start(model, init))
         model.to(dev)
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      eps=cfg.adam_eps)
         epoch, step_in_epoch, global_step = 0, 0, 0
         names = loss_terms(model)
         sums = [0.0] * (len(names) + 1)
@@ -815,6 +826,7 @@ def warm_start(model, folder: str | os.PathLike) -> int:
                             f"model settings (encoder, sizes) as that model")
     model.load_state_dict(take, strict=False)
     _new_context_blocks_as_identity(model, take)
+    take.update(_wider_feature_map(model, base, take))
     table = base.style_embedding.weight.detach()  # (d, styles)
     with torch.no_grad():
         if base.config.styles == model.config.styles:
@@ -824,14 +836,29 @@ def warm_start(model, folder: str | os.PathLike) -> int:
     return len(take)
 
 
+def _wider_feature_map(model, base, taken: dict) -> dict:
+    """A feature map with more inputs than ``base``'s (an encoder phone branch's posteriors appended)
+    starts with ``base``'s columns and zeros for the new ones, so the model starts as ``base``."""
+    key = "audio_feature_map.weight"
+    mine, theirs = model.audio_feature_map.weight, base.audio_feature_map.weight
+    if key in taken or mine.shape[0] != theirs.shape[0] or mine.shape[1] <= theirs.shape[1]:
+        return {}
+    with torch.no_grad():
+        mine.zero_()
+        mine[:, :theirs.shape[1]].copy_(theirs)
+    return {key: mine}
+
+
 def _new_context_blocks_as_identity(model, taken: dict) -> None:
     """Zero the convolution of every encoder context block not warm-started: x + GELU(0) = x, and
-    its gradient (GELU'(0) = 1/2) still lets the block learn."""
+    its gradient (GELU'(0) = 1/2) still lets the block learn. A new phone branch keeps its random
+    start: it learns from its own loss, and the feature map does not see it yet."""
     from ..model.encoders import ContextBlock
 
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, ContextBlock) and f"{name}.conv.weight" not in taken:
+            if (isinstance(module, ContextBlock) and f"{name}.conv.weight" not in taken
+                    and not name.startswith("audio_encoder.phone_branch.")):
                 module.conv.weight.zero_()
                 module.conv.bias.zero_()
 

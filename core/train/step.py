@@ -5,8 +5,9 @@
                ``decoder_passes`` parallel causal passes, each fed the previous pass's outputs
     loss       motion decoder + losses: in vertex space (the reference), or exactly the same numbers
                from the hidden activations and ARKit targets through Gram matrices (``reduced``);
-               with a phone head, ``phones``: its weighted cross-entropy on the audio features,
-               kept out of ``total`` (the motion loss) and added to it for the gradient
+               with phone logits (a phone head on the audio features or the encoder's phone
+               branch), ``phones``: their weighted cross-entropy, kept out of ``total`` (the motion
+               loss) and added to it for the gradient
 
 A ``TrainStep`` is a module, so DistributedDataParallel can wrap it and synchronise every weight
 the step used.
@@ -56,14 +57,14 @@ def vertex_loss(pred: torch.Tensor, batch: StepBatch, config) -> dict[str, torch
     return {k: v / n for k, v in zip(("total", "reconstruction", "velocity", "lip_contact"), sums)}
 
 
-def phone_loss(model: nn.Module, features: torch.Tensor, phones: torch.Tensor | None) -> torch.Tensor:
-    """``phone_loss_weight`` x the phone head's mean cross-entropy over the labelled frames of
-    (B, T, d) audio features (0, with the head still in the graph, when no frame is labelled)."""
-    logits = model.phone_head(features).flatten(0, 1)
+def phone_loss(weight: float, logits: torch.Tensor, phones: torch.Tensor | None) -> torch.Tensor:
+    """``weight`` x the mean cross-entropy of (B, T, classes) phone logits over the labelled frames
+    (0, with the logits still in the graph, when no frame is labelled)."""
+    logits = logits.flatten(0, 1)
     labels = phones.flatten() if phones is not None else None
     if labels is None or not bool((labels >= 0).any()):
         return logits.sum() * 0.0
-    return model.config.phone_loss_weight * F.cross_entropy(logits, labels, ignore_index=-1)
+    return weight * F.cross_entropy(logits, labels, ignore_index=-1)
 
 
 class TrainStep(nn.Module):
@@ -77,13 +78,17 @@ class TrainStep(nn.Module):
         self.reduced = reduced
         self.augment = augment  # core.train.augment.Augmenter or None
 
-    def features(self, batch: StepBatch) -> torch.Tensor:  # (B, T, d)
+    def encode(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, d) audio features and (B, T, classes) phone logits or None (``map_features``)."""
         model, T = self.model, batch.target.shape[1]
         encoder = model.audio_encoder
         if self.augment is None or not self.training or batch.seed is None or not hasattr(encoder, "from_log_mel"):
-            return model.audio_features(batch.audio, T)
+            return model.map_features(encoder(batch.audio, T))
         mel = self.augment(batch.audio, encoder, batch.seed)
-        return model.audio_feature_map(encoder.from_log_mel(mel, T))
+        return model.map_features(encoder.from_log_mel(mel, T))
+
+    def features(self, batch: StepBatch) -> torch.Tensor:  # (B, T, d)
+        return self.encode(batch)[0]
 
     def visemes(self, features: torch.Tensor) -> torch.Tensor:  # (B, T, d)
         decoder = self.model.viseme_decoder
@@ -104,8 +109,8 @@ class TrainStep(nn.Module):
         return vertex_loss(offsets + batch.template[:, None], batch, config)
 
     def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
-        features = self.features(batch)
+        features, logits = self.encode(batch)
         terms = self.loss(self.visemes(features), batch)
-        if self.model.phone_head is not None:
-            terms["phones"] = phone_loss(self.model, features, batch.phones)
+        if logits is not None:
+            terms["phones"] = phone_loss(self.model.config.phone_loss_weight, logits, batch.phones)
         return terms
