@@ -240,7 +240,7 @@ class _Item:
     template: np.ndarray  # (V, 3)
     style: int  # index in the model's styles, -1 for a subject never trained on
     closures: np.ndarray | None  # (T,) bool
-    phones: np.ndarray | None = None  # (T,) int64 phone class per frame, -1 unknown (phone head only)
+    phones: np.ndarray | None = None  # (T,) int64 phone class per frame, -1 unknown (phone loss only)
 
 
 def frame_phones(phones, classes: list[str], fps: float, num_frames: int) -> np.ndarray | None:
@@ -542,7 +542,7 @@ def _validate(model, items: _Items, indices: list[int], config, device, basis, d
                 flat = model.motion_decoder(visemes + style[:, None])  # (S, T, 3V)
                 pred = flat.view(S, T, -1, 3) + styled.template[:, None]
                 terms = vertex_loss(pred, styled, config)
-            if len(names) > len(LOSS_TERMS):  # the phone loss, once per utterance
+            if logits is not None:  # the phone loss, once per utterance
                 terms = {**terms, "phones": phone_loss(config.phone_loss_weight, logits, batch.phones)}
             sums[:-1] += torch.tensor([float(terms[k]) for k in names], dtype=torch.float64)
             sums[-1] += 1

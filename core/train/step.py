@@ -36,7 +36,7 @@ class StepBatch:
     lengths: list[int]  # real frames per item
     closures: torch.Tensor | None  # (B, T) bool
     seed: int | None = None  # of this step's audio augmentation
-    phones: torch.Tensor | None = None  # (B, T) phone class per frame, -1 unknown (phone head only)
+    phones: torch.Tensor | None = None  # (B, T) phone class per frame, -1 unknown (phone loss only)
 
     @property
     def frame_mask(self) -> torch.Tensor:  # (B, T) True on real frames
