@@ -18,7 +18,9 @@ on sentences they were trained on: how well the model fits its own data). An ora
 (synthetic corpora only) asks the same of the corpus's own motion generator, given the true phone
 timings: the subject's true style (averaged over the generator's random jitter) vs no particular
 style (averaged over random styles). Its ratio is the best any audio model could adapt to; the gap
-between the two rows is the audio model's error, not the adaptation's.
+between the two rows is the audio model's error, not the adaptation's. A self-fit row bounds the
+method from the other side: stages 1+2 fitted on the very utterances that are scored (all of
+them, no held-out tail), which no reference clip of other sentences can beat by much.
 
 Use a corpus with many held-out subjects (style distances to the mean vary a lot between people),
 e.g. the shipped model's own corpus (16 test subjects; the command is in models/default/MODEL_CARD.md):
@@ -50,6 +52,9 @@ from core.evaluate.metrics import MetricSums, resolve_regions
 from core.model.checkpoint import from_pretrained
 from core.model.closure import close_lips
 from core.style.profile import StyleProfile, model_hash
+
+
+SELF_FIT = ("scored utterances", "stages 1+2 fitted on them (bound)")
 
 
 @dataclass
@@ -244,6 +249,8 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true", help="skip the user-path timing row")
     parser.add_argument("--no-floor", action="store_true", help="skip the own-style floor rows")
     parser.add_argument("--no-oracle", action="store_true", help="skip the generator-oracle row")
+    parser.add_argument("--no-self-fit", action="store_true",
+                        help="skip the bound row (adapted on the scored utterances themselves)")
     parser.add_argument("--name", default="adapt", help="results/<name>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -293,6 +300,16 @@ def main() -> None:
                                           "init": profile.meta["init"], "metrics": mine, "losses": losses})
                 print(f"  {subject} {length:>4g} s {label:<10}  LVE {mine['lip_vertex_error_mm']:.3f} mm "
                       f"(generic {record['generic']['lip_vertex_error_mm']:.3f})  {took:.1f} s")
+        if not args.no_self_fit:  # the bound: adapted on the scored utterances themselves
+            seconds_scored = sum(len(t.target) for t in tests) / model.config.fps
+            clip, mask = reference_clip(model, corpus, test_utts, seconds_scored, np.random.default_rng(args.seed))
+            settings = AdaptSettings(steps1=args.steps1, steps2=args.steps2, init=args.init, lr1=args.lr1,
+                                     lr2=args.lr2, holdout=0.0, gain=not args.no_gain,
+                                     max_seconds=max(AdaptSettings.max_seconds, seconds_scored + 1.0))
+            profile = adapt(model, clip, name=f"{subject}-self", settings=settings, closures=mask,
+                            template=corpus.templates[subject], model_id=model_id)
+            score(model, regions, tests, profile, pooled.setdefault(SELF_FIT, MetricSums(regions, model.config.fps)))
+            record["self_fit"] = {"seconds": round(seconds_scored, 2), "metrics": score(model, regions, tests, profile).result()}
         per_subject.append(record)
         if timing is None and not args.no_timing:  # the user's path: closures recognized in the audio
             clip, _ = reference_clip(model, corpus, train_utts, 10.0, np.random.default_rng(args.seed))
