@@ -1,6 +1,6 @@
 """``python -m core generate``: speech audio -> Animation npz, optionally an OBJ sequence and an ARKit CSV.
 
-    python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX|FILE.imstyle]
+    python -m core generate --audio speech.wav [--model models/default] [--style NAME|INDEX|mean|FILE.imstyle]
                             [--fps 24] [--device auto] --out anim.npz
                             [--obj-dir frames/] [--arkit-csv take.csv]
                             [--text "..." | --text-file script.txt] [--plot lips.png] [--video take.mp4]
@@ -40,10 +40,12 @@ def default_model_path() -> Path:
 
 
 def parse_style(model, text: str | None):
-    """A style name of the model, its index, or an adapted profile (``*.imstyle``, checked against
-    the model); None: the first style."""
-    if text is None:
-        return 0
+    """A style name of the model, its index, ``mean`` (the mean of its styles) or an adapted profile
+    (``*.imstyle``, checked against the model); None: the mean style."""
+    from .model.imitator import MEAN_STYLE
+
+    if text is None or text == MEAN_STYLE and MEAN_STYLE not in model.config.styles:
+        return MEAN_STYLE
     if text.endswith(".imstyle"):
         from .style.profile import load_style_profile
 
@@ -66,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", type=Path, required=True, help="speech audio file (any rate, channels, length)")
     p.add_argument("--model", type=Path, help=f"model folder (default {DEFAULT_MODEL})")
     p.add_argument("--style", help="style name or index, or a profile from `adapt` (NAME.imstyle) "
-                                   "(default: the model's first style)")
+                                   "(default: mean, the mean of the training styles)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--method", choices=("rolling", "crossfade"), help="long-audio method (default: the model's)")

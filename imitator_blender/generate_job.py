@@ -176,7 +176,7 @@ def prepare(context: bpy.types.Context) -> GenerateRequest:
 
 
 def _selected_style(context: bpy.types.Context) -> Any:
-    """The style profile chosen in the Style section (None: the model's first style)."""
+    """The style profile chosen in the Style section (None: the model's mean style)."""
     if importlib.util.find_spec(f"{__package__}.style_ui") is None:
         return None
     from .style_ui import selected_style_path

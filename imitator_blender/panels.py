@@ -90,7 +90,7 @@ class IMITATOR_PT_style(_ImitatorPanel, bpy.types.Panel):
 
     def draw(self, context):
         if importlib.util.find_spec(f"{__package__}.style_ui") is None:
-            self.layout.label(text="The model's default style", icon="INFO")
+            self.layout.label(text="The model's mean style", icon="INFO")
             return
         from .style_ui import draw_style_section
 

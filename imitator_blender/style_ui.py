@@ -167,7 +167,7 @@ PROPERTY_CLASSES = (ImitatorStyleItem, ImitatorAdaptSettings)
 # --------------------------------------------------------------------------- the list
 
 def selected_style_path(context) -> Path | None:
-    """The profile the user picked in the list, or None (Generate then uses the model's style)."""
+    """The profile the user picked in the list, or None (Generate then uses the model's mean style)."""
     wm = context.window_manager
     styles = getattr(wm, "imitator_styles", None)
     index = getattr(wm, "imitator_style_index", -1)
@@ -251,7 +251,7 @@ def draw_style_section(layout: bpy.types.UILayout, context: bpy.types.Context) -
     if 0 <= index < len(wm.imitator_styles):
         col.label(text=wm.imitator_styles[index].info or "", icon="INFO")
     else:
-        col.label(text="No style selected: Generate uses the model's own style", icon="INFO")
+        col.label(text="No style selected: Generate uses the model's mean style", icon="INFO")
 
     settings = context.scene.imitator_adapt
     box = layout.box()

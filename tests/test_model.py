@@ -18,7 +18,7 @@ from core.model import Imitator, ImitatorConfig
 from core.model.config import VOCASET_TRAIN_SUBJECTS
 from core.model.encoders import average_per_frame, num_frames_for, prepare_audio
 from core.model.generate import generate, generate_stream
-from core.model.imitator import alibi_slopes, memory_mask, self_attention_mask
+from core.model.imitator import MEAN_STYLE, alibi_slopes, memory_mask, self_attention_mask
 from core.model.losses import contact_weights, imitator_loss, lip_contact_loss, reconstruction_loss
 
 SR = 16000
@@ -132,6 +132,13 @@ def test_forward_shapes_styles_and_exact_basis():
         assert torch.allclose(exact, verts, atol=1e-5)
         assert torch.equal(model.style_vector("carol"), model.style_vector(2))
         assert torch.allclose(model.style_vector(2)[0], model.style_embedding(torch.eye(3)[2]))
+        table = torch.stack([model.style_vector(i)[0] for i in range(3)])
+        assert torch.allclose(model.style_vector(MEAN_STYLE, batch=2), table.mean(0).expand(2, -1), atol=1e-7)
+        # Generate without a style speaks in the mean style, not in the first training style
+        audio1 = audio[:1].numpy()[0]
+        plain, mean, first = (generate(model, audio1, SR, s, rest=False).weights for s in (None, MEAN_STYLE, 0))
+        np.testing.assert_array_equal(plain, mean)
+        assert np.abs(plain - first).max() > 1e-4
     with pytest.raises(ImitatorError, match="unknown style 'dave'"):
         model.style_vector("dave")
     fresh = Imitator(tiny_config())  # reference init: the last layer starts at zero

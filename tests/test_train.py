@@ -290,10 +290,15 @@ def test_generate_cli_writes_animation_obj_frames_and_errors(corpus, tiny_model,
     first = np.array([[float(x) for x in line.split()[1:]] for line in objs[0].read_text().splitlines()
                       if line.startswith("v ")])
     np.testing.assert_allclose(first, anim.vertices(slice(0, 1))[0], atol=1e-6)
-    # style by index = by name; the default style is the first one
+    # style by index = by name; without --style the mean of the training styles
     assert cli_main(["generate", "--audio", audio, "--model", tiny_model, "--style", "1", "--fps", 24,
                      "--out", tmp_path / "b.npz"]) == 0
     np.testing.assert_allclose(Animation.load(tmp_path / "b.npz").weights, anim.weights, atol=1e-6)
+    for name, style in (("plain", []), ("mean", ["--style", "mean"])):
+        assert cli_main(["generate", "--audio", audio, "--model", tiny_model, *style, "--fps", 24,
+                         "--out", tmp_path / f"{name}.npz"]) == 0
+    np.testing.assert_array_equal(Animation.load(tmp_path / "plain.npz").weights,
+                                  Animation.load(tmp_path / "mean.npz").weights)
     capsys.readouterr()
     assert cli_main(["generate", "--audio", audio, "--model", tiny_model, "--style", "zed", "--out",
                      tmp_path / "c.npz"]) == 1

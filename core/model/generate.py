@@ -37,7 +37,7 @@ from ..style.profile import StyleProfile
 from .config import LONG_AUDIO_METHODS
 from .encoders import num_frames_for, prepare_audio
 from .closure import close_lips, transcript_contact
-from .imitator import Imitator
+from .imitator import MEAN_STYLE, Imitator
 from .rest import VoiceLevels, rest_pose_weights, rest_strength, speech_mask
 
 
@@ -48,7 +48,7 @@ class Decoded(NamedTuple):
 
 
 Progress = Callable[[int, int | None], None]  # (frames done, frames in total or None if unknown)
-Style = int | str | torch.Tensor | StyleProfile | None  # a model style, a vector, or an adapted profile
+Style = int | str | torch.Tensor | StyleProfile | None  # a model style, a vector, a profile; None: MEAN_STYLE
 
 
 def crossfade_ramp(overlap: int) -> np.ndarray:
@@ -202,7 +202,7 @@ def generate_stream(model: Imitator, blocks: Iterable[np.ndarray], style: Style 
             style.check_shapes(model)
             style = style.style_tensor(model.style_embedding.weight)
         with torch.no_grad():
-            style_vec = model.style_vector(0 if style is None else style).to(device)
+            style_vec = model.style_vector(MEAN_STYLE if style is None else style).to(device)
         # at least the encoder's own reach (its dilated context) plus the mel convolutions' (3 frames)
         reach = getattr(model.audio_encoder, "context_frames", 0) + 3
         args = (model, style_vec, window, max(int(math.ceil(context * cfg.fps)), reach), device)
