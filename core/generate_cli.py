@@ -44,7 +44,7 @@ def parse_style(model, text: str | None):
     (``*.imstyle``, checked against the model); None: the mean style."""
     from .model.imitator import MEAN_STYLE
 
-    if text is None or text == MEAN_STYLE and MEAN_STYLE not in model.config.styles:
+    if text is None or (text == MEAN_STYLE and MEAN_STYLE not in model.config.styles):
         return MEAN_STYLE
     if text.endswith(".imstyle"):
         from .style.profile import load_style_profile
@@ -67,7 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("--audio", type=Path, required=True, help="speech audio file (any rate, channels, length)")
     p.add_argument("--model", type=Path, help=f"model folder (default {DEFAULT_MODEL})")
-    p.add_argument("--style", help="style name or index, or a profile from `adapt` (NAME.imstyle) "
+    p.add_argument("--style", help="style name or index, mean, or a profile from `adapt` (NAME.imstyle) "
                                    "(default: mean, the mean of the training styles)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
