@@ -14,6 +14,7 @@ from core.evaluate.metrics import (FaceRegions, MetricSums, closures_reached, dt
                           lip_max_squared_distance, lip_opening, mean_vertex_distance, predict_vertices,
                           upper_face_dynamics)
 from core.model import Imitator, ImitatorConfig
+from core.model.generate import generate
 from tiny_corpus import TINY_MODEL, cli_main, tiny_corpus_and_model
 from tiny_corpus import one_thread  # noqa: F401  (autouse fixture)
 
@@ -178,6 +179,14 @@ def test_evaluate_command_table_and_json(setup, tmp_path, capsys):
     result, records = evaluate(model, corpus, "test", FaceRegions(lips), style="bert")
     assert result["sequences"] == 2 and {r["style"] for r in records} == {"bert"}
     assert result["lip_sync_dtw_mm"] is None  # no lip centres given
+    # the mean style, as Generate speaks without a profile: its vertices are generate's
+    result, records = evaluate(model, corpus, "test", FaceRegions(lips), style="mean")
+    assert result["sequences"] == 2 and {r["style"] for r in records} == {"mean"}
+    utt = corpus.splits["test"][0]
+    gt = corpus.read_vertices(utt, 30.0)
+    mean = predict_vertices(model, corpus.read_audio(utt), ["mean"], len(gt), corpus.templates[utt.subject])[0]
+    made = generate(model, corpus.read_audio(utt), 16000, None, template=corpus.templates[utt.subject], rest=False)
+    np.testing.assert_allclose(mean, made.vertices()[: len(gt)], atol=1e-5)
     with pytest.raises(ImitatorError, match="vertices"):
         evaluate(Imitator(ImitatorConfig(**TINY_MODEL, styles=["anna"], num_vertices=7)), corpus, "test",
                  FaceRegions(lips))
@@ -201,6 +210,7 @@ def test_unseen_subjects_in_at_most_max_styles_evenly_spread_styles():
     assert _styles_for(model, "new", None) == list(range(64))
     assert _styles_for(model, "new", None, max_styles=8) == [0, 9, 18, 27, 36, 45, 54, 63]
     assert _styles_for(model, "s5", None, max_styles=8) == [5]  # a training subject: its own style
+    assert _styles_for(model, "new", "mean") == ["mean"]  # as Generate without a profile
 
 
 def test_motion_probe_finds_a_known_latency():

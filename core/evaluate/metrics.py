@@ -312,15 +312,20 @@ def format_table(result: dict) -> str:
 
 # --------------------------------------------------------------------------- a model over a corpus
 
-def _styles_for(model, subject: str, style: str | int | None, max_styles: int | None = None) -> list[int]:
-    """Style indices to generate a subject with: the given one, the subject's own, or all (unseen
-    subjects, as FaceFormer/CodeTalker evaluate them; at most ``max_styles`` evenly spread ones)."""
+def _styles_for(model, subject: str, style: str | int | None, max_styles: int | None = None) -> list[int | str]:
+    """Style indices to generate a subject with: the given one (``mean``: the mean style, as Generate
+    without a profile), the subject's own, or all (unseen subjects, as FaceFormer/CodeTalker evaluate
+    them; at most ``max_styles`` evenly spread ones)."""
+    from ..model.imitator import MEAN_STYLE
+
     names = model.config.styles
     every = list(range(len(names)))
     if max_styles and len(every) > max_styles:
         every = np.unique(np.linspace(0, len(names) - 1, max_styles).round().astype(int)).tolist()
     if style == "all":
         return every
+    if style == MEAN_STYLE and MEAN_STYLE not in names:
+        return [MEAN_STYLE]
     if style is not None:
         if isinstance(style, int) or str(style).isdigit():
             return [int(style)]
@@ -328,7 +333,7 @@ def _styles_for(model, subject: str, style: str | int | None, max_styles: int | 
     return [names.index(subject)] if subject in names else every
 
 
-def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: int,
+def predict_vertices(model, audio: np.ndarray, styles: list[int | str], num_frames: int,
                      template: np.ndarray, lip_closure: bool = True) -> np.ndarray:
     """(S, T, V, 3) vertices for 16 kHz ``audio`` in each style, as ``generate`` makes them
     (closure-aware decoding when the model has it and ``lip_closure``; without the rest-in-silence
@@ -350,7 +355,7 @@ def predict_vertices(model, audio: np.ndarray, styles: list[int], num_frames: in
         contact = model.contact(visemes, feats, model.audio_contact(a, num_frames)) if lip_closure else None
         contact = None if contact is None else contact[0].float().cpu().numpy()
         weights = model.motion_weights(visemes.expand(len(styles), -1, -1),
-                                       model.style_vector(torch.tensor(styles, device=device)))
+                                       torch.cat([model.style_vector(s) for s in styles]))
     weights = weights.float().cpu().numpy()
     return np.stack([to_animation(model, w, template, contact=contact).vertices() for w in weights])
 
@@ -400,7 +405,8 @@ def evaluate(model, corpus, split: str, regions: FaceRegions, *, style: str | in
         preds = predict_vertices(model, audio, styles, len(gt), template, lip_closure)
         for s, pred in zip(styles, preds):
             own = sums.add(pred, gt, template, None if closures is None else closures.get(utt.key))
-            records.append({"utterance": utt.key, "style": model.config.styles[s], **own})
+            name = s if isinstance(s, str) else model.config.styles[s]
+            records.append({"utterance": utt.key, "style": name, **own})
     return sums.result(), records
 
 
@@ -416,7 +422,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder (processed-VOCASET layout)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", type=Path, help="write the metrics and per-utterance numbers here (JSON)")
-    p.add_argument("--style", help="style name or index for every utterance, or 'all'; default: the "
+    p.add_argument("--style", help="style name or index for every utterance, mean, or 'all'; default: the "
                                    "subject's own style, all styles (averaged) for unseen subjects")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--lip-mask", type=Path, help="lip vertex indices (.npy, .json or whitespace/comma text)")
