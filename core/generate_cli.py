@@ -42,9 +42,9 @@ def default_model_path() -> Path:
 def parse_style(model, text: str | None):
     """A style name of the model, its index, ``mean`` (the mean of its styles) or an adapted profile
     (``*.imstyle``, checked against the model); None: the mean style."""
-    from .model.imitator import MEAN_STYLE
+    from .model.imitator import MEAN_STYLE, is_mean_style
 
-    if text is None or (text == MEAN_STYLE and MEAN_STYLE not in model.config.styles):
+    if text is None or is_mean_style(text, model.config.styles):
         return MEAN_STYLE
     if text.endswith(".imstyle"):
         from .style.profile import load_style_profile

@@ -316,7 +316,7 @@ def _styles_for(model, subject: str, style: str | int | None, max_styles: int | 
     """Style indices to generate a subject with: the given one (``mean``: the mean style, as Generate
     without a profile), the subject's own, or all (unseen subjects, as FaceFormer/CodeTalker evaluate
     them; at most ``max_styles`` evenly spread ones)."""
-    from ..model.imitator import MEAN_STYLE
+    from ..model.imitator import is_mean_style
 
     names = model.config.styles
     every = list(range(len(names)))
@@ -324,8 +324,8 @@ def _styles_for(model, subject: str, style: str | int | None, max_styles: int | 
         every = np.unique(np.linspace(0, len(names) - 1, max_styles).round().astype(int)).tolist()
     if style == "all":
         return every
-    if style == MEAN_STYLE and MEAN_STYLE not in names:
-        return [MEAN_STYLE]
+    if is_mean_style(style, names):
+        return [style]
     if style is not None:
         if isinstance(style, int) or str(style).isdigit():
             return [int(style)]

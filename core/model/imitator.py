@@ -44,6 +44,11 @@ from .encoders import average_per_frame, build_encoder, num_frames_for
 MEAN_STYLE = "mean"
 
 
+def is_mean_style(style, styles: list[str]) -> bool:
+    """Whether ``style`` names the mean style (a training style of that name would win)."""
+    return isinstance(style, str) and style == MEAN_STYLE and style not in styles
+
+
 # --- positional encoding ---------------------------------------------------------------------------
 def sinusoid_table(length: int, d: int) -> torch.Tensor:
     """(length, d) the transformer sinusoids: sin on even, cos on odd channels."""
@@ -471,7 +476,7 @@ class Imitator(nn.Module):
         """(B, d) from a style name (``MEAN_STYLE``: the mean of the training styles), an index, a
         (B,) tensor of indices or a (d,)/(B, d) vector."""
         table = self.style_embedding.weight.t()  # (S, d)
-        if isinstance(style, str) and style == MEAN_STYLE and style not in self.config.styles:
+        if is_mean_style(style, self.config.styles):
             return table.mean(0, keepdim=True).expand(batch, -1)
         if isinstance(style, str):
             style = self.style_index(style)
